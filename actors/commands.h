@@ -1,0 +1,8 @@
+/* actors/commands.h: the subcommands of the exo-actors binary.
+ * Each takes the argv after the subcommand name (argv[0] is the subcommand) and
+ * returns a process exit status; each prints its own usage and errors. */
+#ifndef EXO_ACTORS_COMMANDS_H
+#define EXO_ACTORS_COMMANDS_H
+
+
+#endif
