@@ -45,6 +45,7 @@ struct exo_model_config {
   int n_eos_ids;
   int eos_token_ids[EXO_MAX_EOS_IDS];
   enum exo_dtype dtype;  /* stored dtype of the weights */
+  int o_proj_bias;       /* o_proj carries a bias too (Llama with attention_bias: true) */
 };
 
 /* A weight as the matrix kernels see it. For issue 3 every weight is widened to
@@ -67,6 +68,7 @@ struct exo_layer_weights {
   struct exo_weight w_gate;            /* (intermediate, hidden) */
   struct exo_weight w_up;              /* (intermediate, hidden) */
   struct exo_weight w_down;            /* (hidden, intermediate) */
+  struct exo_weight bo;                /* (hidden); data NULL unless cfg.o_proj_bias (Llama attention_bias) */
 };
 
 struct exo_model_files; /* private to the loader: mappings and owned buffers */
