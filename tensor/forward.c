@@ -1,0 +1,422 @@
+/* tensor/forward.c: the llama-family forward pass, readable top to bottom (llama2.c
+ * style): embed -> for each layer [rmsnorm, q/k/v (+bias), RoPE, causal GQA attention
+ * over the KV cache, o_proj, residual, rmsnorm, SwiGLU MLP, residual] -> final norm ->
+ * LM head. All sequences of a batch share the matrix products (one sgemm over every
+ * row); attention runs per sequence against its own cache.
+ * Must not allocate in a decode step once the scratch has grown, and must not change a
+ * cache when it returns an error. */
+#include "tensor/forward.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tensor/ops.h"
+
+struct exo_forward_scratch {
+  const struct exo_model *model;
+  int cap_tokens;    /* rows every per-token buffer below holds */
+  int cap_positions; /* floats in scores */
+  float *x;          /* (cap_tokens, hidden) residual stream */
+  float *xb;         /* (cap_tokens, hidden) normed input of a block */
+  float *q;          /* (cap_tokens, n_heads * head_dim) */
+  float *k;          /* (cap_tokens, kv_dim) */
+  float *v;          /* (cap_tokens, kv_dim) */
+  float *att;        /* (cap_tokens, n_heads * head_dim) attention output, heads concatenated */
+  float *hb;         /* (cap_tokens, intermediate) gate, then silu(gate) * up */
+  float *hb2;        /* (cap_tokens, intermediate) up */
+  float *scores;     /* (cap_positions) one head's attention weights */
+  float *inv_freq;   /* (head_dim / 2) RoPE frequencies */
+};
+
+static void exo_forward_err(char *err, size_t errlen, const char *fmt, ...)
+{
+  if (!err || !errlen)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
+static int exo_forward_check_weight(const struct exo_weight *w, int64_t rows, int64_t cols,
+                                    int layer, const char *name, char *err, size_t errlen)
+{
+  if (!w->data) {
+    exo_forward_err(err, errlen, "layer %d: weight %s missing", layer, name);
+    return -EINVAL;
+  }
+  if (w->dtype != EXO_DTYPE_F32) {
+    exo_forward_err(err, errlen, "layer %d: weight %s is not F32 (dtype %d)", layer, name,
+                    (int)w->dtype);
+    return -ENOTSUP;
+  }
+  if (w->rows != rows || w->cols != cols) {
+    exo_forward_err(err, errlen,
+                    "layer %d: weight %s has shape [%lld, %lld], expected [%lld, %lld]", layer,
+                    name, (long long)w->rows, (long long)w->cols, (long long)rows,
+                    (long long)cols);
+    return -EINVAL;
+  }
+  return 0;
+}
+
+/* Everything exo_forward relies on, checked once so the hot path trusts the model. */
+static int exo_forward_check_model(const struct exo_model *m, char *err, size_t errlen)
+{
+  const struct exo_model_config *c = &m->cfg;
+  if (c->hidden_size <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 || c->head_dim <= 0 ||
+      c->head_dim % 2 || c->intermediate_size <= 0 || c->vocab_size <= 0 ||
+      c->n_heads % c->n_kv_heads) {
+    exo_forward_err(err, errlen,
+                    "config: unusable dims (hidden %d, heads %d, kv heads %d, head_dim %d, "
+                    "intermediate %d, vocab %d)",
+                    c->hidden_size, c->n_heads, c->n_kv_heads, c->head_dim,
+                    c->intermediate_size, c->vocab_size);
+    return -EINVAL;
+  }
+  if (m->layer_begin < 0 || m->layer_end > c->n_layers || m->layer_begin >= m->layer_end) {
+    exo_forward_err(err, errlen, "layer range [%d, %d) outside [0, %d)", m->layer_begin,
+                    m->layer_end, c->n_layers);
+    return -EINVAL;
+  }
+  const int64_t h = c->hidden_size, qd = (int64_t)c->n_heads * c->head_dim,
+                kvd = (int64_t)c->n_kv_heads * c->head_dim, ff = c->intermediate_size;
+  int rc;
+  if (m->layer_begin == 0 &&
+      (rc = exo_forward_check_weight(&m->embed, c->vocab_size, h, 0, "embed_tokens", err,
+                                     errlen)))
+    return rc;
+  if (m->layer_end == c->n_layers) {
+    if ((rc = exo_forward_check_weight(&m->final_norm, 1, h, c->n_layers, "norm", err,
+                                       errlen)) ||
+        (rc = exo_forward_check_weight(&m->lm_head, c->vocab_size, h, c->n_layers, "lm_head",
+                                       err, errlen)))
+      return rc;
+  }
+  for (int i = m->layer_begin; i < m->layer_end; i++) {
+    const struct exo_layer_weights *w = &m->layers[i - m->layer_begin];
+    if ((rc = exo_forward_check_weight(&w->attn_norm, 1, h, i, "input_layernorm", err,
+                                       errlen)) ||
+        (rc = exo_forward_check_weight(&w->wq, qd, h, i, "q_proj", err, errlen)) ||
+        (rc = exo_forward_check_weight(&w->wk, kvd, h, i, "k_proj", err, errlen)) ||
+        (rc = exo_forward_check_weight(&w->wv, kvd, h, i, "v_proj", err, errlen)) ||
+        (rc = exo_forward_check_weight(&w->wo, h, qd, i, "o_proj", err, errlen)) ||
+        (rc = exo_forward_check_weight(&w->ffn_norm, 1, h, i, "post_attention_layernorm",
+                                       err, errlen)) ||
+        (rc = exo_forward_check_weight(&w->w_gate, ff, h, i, "gate_proj", err, errlen)) ||
+        (rc = exo_forward_check_weight(&w->w_up, ff, h, i, "up_proj", err, errlen)) ||
+        (rc = exo_forward_check_weight(&w->w_down, h, ff, i, "down_proj", err, errlen)))
+      return rc;
+    if (c->attention_bias &&
+        ((rc = exo_forward_check_weight(&w->bq, 1, qd, i, "q_proj.bias", err, errlen)) ||
+         (rc = exo_forward_check_weight(&w->bk, 1, kvd, i, "k_proj.bias", err, errlen)) ||
+         (rc = exo_forward_check_weight(&w->bv, 1, kvd, i, "v_proj.bias", err, errlen))))
+      return rc;
+    if (c->o_proj_bias &&
+        (rc = exo_forward_check_weight(&w->bo, 1, h, i, "o_proj.bias", err, errlen)))
+      return rc;
+  }
+  return 0;
+}
+
+static int exo_forward_grow(float **p, size_t n)
+{
+  float *q = realloc(*p, n * sizeof(float));
+  if (!q)
+    return -ENOMEM;
+  *p = q;
+  return 0;
+}
+
+static int exo_forward_scratch_reserve(struct exo_forward_scratch *s, int tokens, int positions)
+{
+  const struct exo_model_config *c = &s->model->cfg;
+  if (tokens > s->cap_tokens) {
+    const size_t t = (size_t)tokens, h = (size_t)c->hidden_size,
+                 qd = (size_t)c->n_heads * c->head_dim,
+                 kvd = (size_t)c->n_kv_heads * c->head_dim, ff = (size_t)c->intermediate_size;
+    if (exo_forward_grow(&s->x, t * h) || exo_forward_grow(&s->xb, t * h) ||
+        exo_forward_grow(&s->q, t * qd) || exo_forward_grow(&s->k, t * kvd) ||
+        exo_forward_grow(&s->v, t * kvd) || exo_forward_grow(&s->att, t * qd) ||
+        exo_forward_grow(&s->hb, t * ff) || exo_forward_grow(&s->hb2, t * ff))
+      return -ENOMEM; /* buffers grown so far stay valid; cap_tokens unchanged */
+    s->cap_tokens = tokens;
+  }
+  if (positions > s->cap_positions) {
+    if (exo_forward_grow(&s->scores, (size_t)positions))
+      return -ENOMEM;
+    s->cap_positions = positions;
+  }
+  return 0;
+}
+
+int exo_forward_scratch_new(const struct exo_model *m, int max_tokens, int max_positions,
+                            struct exo_forward_scratch **out, char *err, size_t errlen)
+{
+  *out = NULL;
+  int rc = exo_forward_check_model(m, err, errlen);
+  if (rc)
+    return rc;
+  struct exo_forward_scratch *s = calloc(1, sizeof *s);
+  if (!s)
+    return -ENOMEM;
+  s->model = m;
+  s->inv_freq = malloc((size_t)(m->cfg.head_dim / 2) * sizeof(float));
+  if (!s->inv_freq) {
+    rc = -ENOMEM;
+    goto fail;
+  }
+  if ((rc = exo_rope_inv_freq(&m->cfg, s->inv_freq))) {
+    exo_forward_err(err, errlen, "config: unusable RoPE parameters (theta %g, scaling %d)",
+                    (double)m->cfg.rope_theta, (int)m->cfg.rope_scaling);
+    goto fail;
+  }
+  if ((rc = exo_forward_scratch_reserve(s, max_tokens > 0 ? max_tokens : 1,
+                                        max_positions > 0 ? max_positions : 1)))
+    goto fail;
+  *out = s;
+  return 0;
+fail:
+  if (rc == -ENOMEM)
+    exo_forward_err(err, errlen, "out of memory for forward scratch");
+  exo_forward_scratch_free(s);
+  return rc;
+}
+
+void exo_forward_scratch_free(struct exo_forward_scratch *s)
+{
+  if (!s)
+    return;
+  free(s->x);
+  free(s->xb);
+  free(s->q);
+  free(s->k);
+  free(s->v);
+  free(s->att);
+  free(s->hb);
+  free(s->hb2);
+  free(s->scores);
+  free(s->inv_freq);
+  free(s);
+}
+
+static int exo_forward_head(const struct exo_model *m, const struct exo_forward_batch *b)
+{
+  return m->layer_end == m->cfg.n_layers && !b->no_head;
+}
+
+int exo_forward_out_rows(const struct exo_model *m, const struct exo_forward_batch *b)
+{
+  int total = 0;
+  for (int i = 0; i < b->n_seqs; i++)
+    total += b->seqs[i].n_tokens;
+  return exo_forward_head(m, b) && b->logits_last_only ? b->n_seqs : total;
+}
+
+int exo_forward_out_cols(const struct exo_model *m, const struct exo_forward_batch *b)
+{
+  return exo_forward_head(m, b) ? m->cfg.vocab_size : m->cfg.hidden_size;
+}
+
+int exo_forward_kv_new(const struct exo_model *m, int initial_capacity, int max_positions,
+                       struct exo_kv_cache **out)
+{
+  return exo_kv_cache_new(m->layer_end - m->layer_begin, m->cfg.n_kv_heads * m->cfg.head_dim,
+                          initial_capacity, max_positions, out);
+}
+
+/* Checks the batch against the model and makes room in scratch and caches, so that
+ * nothing after it can fail. Returns the total token count or a negative code. */
+static int exo_forward_prepare(const struct exo_model *m, const struct exo_forward_batch *b,
+                               struct exo_forward_scratch *s, char *err, size_t errlen)
+{
+  const int kv_dim = m->cfg.n_kv_heads * m->cfg.head_dim;
+  if (b->n_seqs <= 0 || !b->seqs) {
+    exo_forward_err(err, errlen, "batch: %d sequences, expected at least 1", b->n_seqs);
+    return -EINVAL;
+  }
+  if (m->layer_begin == 0 ? !b->tokens : !b->hidden_in) {
+    exo_forward_err(err, errlen, "batch: layer range starts at %d, so %s is required",
+                    m->layer_begin, m->layer_begin == 0 ? "tokens" : "hidden_in");
+    return -EINVAL;
+  }
+  long total = 0;
+  int max_ctx = 1;
+  for (int i = 0; i < b->n_seqs; i++) {
+    const struct exo_forward_seq *q = &b->seqs[i];
+    if (!q->kv || q->kv->n_layers != m->layer_end - m->layer_begin || q->kv->kv_dim != kv_dim) {
+      exo_forward_err(err, errlen, "sequence %d: KV cache missing or shaped for another model",
+                      i);
+      return -EINVAL;
+    }
+    if (q->start_pos != q->kv->n_pos) {
+      exo_forward_err(err, errlen,
+                      "sequence %d: start_pos %d but its KV cache holds %d positions "
+                      "(truncate it to redo a step)",
+                      i, q->start_pos, q->kv->n_pos);
+      return -EINVAL;
+    }
+    if (q->n_tokens <= 0 || q->n_tokens > INT32_MAX - q->start_pos) {
+      exo_forward_err(err, errlen, "sequence %d: n_tokens %d, expected >= 1", i, q->n_tokens);
+      return -EINVAL;
+    }
+    for (int j = 0; j < i; j++)
+      if (b->seqs[j].kv == q->kv) {
+        exo_forward_err(err, errlen, "sequences %d and %d share a KV cache", j, i);
+        return -EINVAL;
+      }
+    const int end = q->start_pos + q->n_tokens;
+    if (end > q->kv->max_positions) {
+      exo_forward_err(err, errlen, "sequence %d: position %d beyond the cache's limit of %d",
+                      i, end - 1, q->kv->max_positions);
+      return -ENOSPC;
+    }
+    if (end > max_ctx)
+      max_ctx = end;
+    total += q->n_tokens;
+    if (total > INT32_MAX / 2) {
+      exo_forward_err(err, errlen, "batch: too many tokens");
+      return -EINVAL;
+    }
+  }
+  if (m->layer_begin == 0)
+    for (long t = 0; t < total; t++)
+      if (b->tokens[t] < 0 || b->tokens[t] >= m->cfg.vocab_size) {
+        exo_forward_err(err, errlen, "token %ld: id %d outside the vocabulary [0, %d)", t,
+                        (int)b->tokens[t], m->cfg.vocab_size);
+        return -EINVAL;
+      }
+  if (exo_forward_scratch_reserve(s, (int)total, max_ctx)) {
+    exo_forward_err(err, errlen, "out of memory for %ld tokens", total);
+    return -ENOMEM;
+  }
+  for (int i = 0; i < b->n_seqs; i++) {
+    const struct exo_forward_seq *q = &b->seqs[i];
+    int rc = exo_kv_cache_reserve(q->kv, q->start_pos + q->n_tokens);
+    if (rc) {
+      exo_forward_err(err, errlen, "sequence %d: cannot grow the KV cache to %d positions", i,
+                      q->start_pos + q->n_tokens);
+      return rc;
+    }
+  }
+  return (int)total;
+}
+
+/* Causal attention of one sequence's new rows (already in the cache) for local layer l.
+ * q, att: rows of this sequence; query head h reads KV head h / (n_heads / n_kv_heads). */
+static void exo_forward_attention(const struct exo_model_config *c, const struct exo_forward_seq *seq,
+                                  int l, const float *q, float *att, float *scores)
+{
+  const int hd = c->head_dim, kv_dim = c->n_kv_heads * hd, group = c->n_heads / c->n_kv_heads;
+  const float scale = 1.0f / sqrtf((float)hd);
+  const float *kc = seq->kv->k[l], *vc = seq->kv->v[l];
+  for (int t = 0; t < seq->n_tokens; t++) {
+    const int pos = seq->start_pos + t; /* attends to positions 0 .. pos */
+    for (int h = 0; h < c->n_heads; h++) {
+      const float *qh = q + (size_t)t * c->n_heads * hd + (size_t)h * hd;
+      const size_t kv_off = (size_t)(h / group) * hd;
+      for (int p = 0; p <= pos; p++) {
+        const float *kp = kc + (size_t)p * kv_dim + kv_off;
+        float dot = 0.0f;
+        for (int i = 0; i < hd; i++)
+          dot += qh[i] * kp[i];
+        scores[p] = dot * scale;
+      }
+      exo_softmax(scores, pos + 1);
+      float *out = att + (size_t)t * c->n_heads * hd + (size_t)h * hd;
+      memset(out, 0, (size_t)hd * sizeof(float));
+      for (int p = 0; p <= pos; p++) {
+        const float *vp = vc + (size_t)p * kv_dim + kv_off;
+        const float a = scores[p];
+        for (int i = 0; i < hd; i++)
+          out[i] += a * vp[i];
+      }
+    }
+  }
+}
+
+int exo_forward(const struct exo_model *m, const struct exo_forward_batch *b, float *out,
+                struct exo_forward_scratch *s, char *err, size_t errlen)
+{
+  if (s->model != m) {
+    exo_forward_err(err, errlen, "scratch was made for another model");
+    return -EINVAL;
+  }
+  const int total = exo_forward_prepare(m, b, s, err, errlen);
+  if (total < 0)
+    return total;
+  const struct exo_model_config *c = &m->cfg;
+  const int dim = c->hidden_size, hd = c->head_dim, q_dim = c->n_heads * hd,
+            kv_dim = c->n_kv_heads * hd, ff = c->intermediate_size;
+  float *x = s->x;
+
+  /* Input: embedding rows, or the hidden state of the previous range. */
+  if (m->layer_begin == 0) {
+    const float *emb = m->embed.data;
+    for (int t = 0; t < total; t++)
+      memcpy(x + (size_t)t * dim, emb + (size_t)b->tokens[t] * dim, (size_t)dim * sizeof(float));
+  } else {
+    memcpy(x, b->hidden_in, (size_t)total * dim * sizeof(float));
+  }
+
+  for (int li = m->layer_begin; li < m->layer_end; li++) {
+    const int l = li - m->layer_begin;
+    const struct exo_layer_weights *w = &m->layers[l];
+
+    /* Attention block: x += o_proj(attention(rope(q), rope(k), v)). */
+    exo_rmsnorm(s->xb, x, w->attn_norm.data, total, dim, c->rms_norm_eps);
+    exo_matmul(s->q, s->xb, total, &w->wq, c->attention_bias ? w->bq.data : NULL, 0);
+    exo_matmul(s->k, s->xb, total, &w->wk, c->attention_bias ? w->bk.data : NULL, 0);
+    exo_matmul(s->v, s->xb, total, &w->wv, c->attention_bias ? w->bv.data : NULL, 0);
+    int row = 0;
+    for (int i = 0; i < b->n_seqs; i++) {
+      const struct exo_forward_seq *seq = &b->seqs[i];
+      for (int t = 0; t < seq->n_tokens; t++) {
+        const int pos = seq->start_pos + t;
+        float *qr = s->q + (size_t)(row + t) * q_dim, *kr = s->k + (size_t)(row + t) * kv_dim;
+        exo_rope_apply(qr, c->n_heads, hd, pos, s->inv_freq);
+        exo_rope_apply(kr, c->n_kv_heads, hd, pos, s->inv_freq);
+        memcpy(seq->kv->k[l] + (size_t)pos * kv_dim, kr, (size_t)kv_dim * sizeof(float));
+        memcpy(seq->kv->v[l] + (size_t)pos * kv_dim, s->v + (size_t)(row + t) * kv_dim,
+               (size_t)kv_dim * sizeof(float));
+      }
+      exo_forward_attention(c, seq, l, s->q + (size_t)row * q_dim, s->att + (size_t)row * q_dim,
+                            s->scores);
+      row += seq->n_tokens;
+    }
+    exo_matmul(x, s->att, total, &w->wo, c->o_proj_bias ? w->bo.data : NULL, 1);
+
+    /* MLP block: x += down(silu(gate(h)) * up(h)), h = rmsnorm(x). */
+    exo_rmsnorm(s->xb, x, w->ffn_norm.data, total, dim, c->rms_norm_eps);
+    exo_matmul(s->hb, s->xb, total, &w->w_gate, NULL, 0);
+    exo_matmul(s->hb2, s->xb, total, &w->w_up, NULL, 0);
+    exo_silu_mul(s->hb, s->hb2, (size_t)total * ff);
+    exo_matmul(x, s->hb, total, &w->w_down, NULL, 1);
+  }
+  for (int i = 0; i < b->n_seqs; i++)
+    b->seqs[i].kv->n_pos += b->seqs[i].n_tokens;
+
+  if (!exo_forward_head(m, b)) {
+    memcpy(out, x, (size_t)total * dim * sizeof(float));
+    return 0;
+  }
+  /* Final norm and LM head, on every row or only each sequence's last. */
+  int rows = total;
+  if (b->logits_last_only) {
+    int row = 0;
+    for (int i = 0; i < b->n_seqs; i++) {
+      row += b->seqs[i].n_tokens;
+      exo_rmsnorm(s->xb + (size_t)i * dim, x + (size_t)(row - 1) * dim, m->final_norm.data, 1,
+                  dim, c->rms_norm_eps);
+    }
+    rows = b->n_seqs;
+  } else {
+    exo_rmsnorm(s->xb, x, m->final_norm.data, total, dim, c->rms_norm_eps);
+  }
+  exo_matmul(out, s->xb, rows, &m->lm_head, NULL, 0);
+  return 0;
+}
