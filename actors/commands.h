@@ -4,5 +4,6 @@
 #ifndef EXO_ACTORS_COMMANDS_H
 #define EXO_ACTORS_COMMANDS_H
 
+int exo_cmd_make_model(int argc, char **argv); /* cmd_make_model.c */
 
 #endif
