@@ -5,5 +5,6 @@
 #define EXO_ACTORS_COMMANDS_H
 
 int exo_cmd_make_model(int argc, char **argv); /* cmd_make_model.c */
+int exo_cmd_check(int argc, char **argv);      /* cmd_check.c */
 
 #endif

@@ -27,8 +27,8 @@ struct walker {
   size_t errlen;
 };
 
-static void put_err(char *err, size_t errlen, const char *path, int line, int col,
-                    const char *fmt, va_list ap)
+static void put_err(char *err, size_t errlen, const char *path, int line, int col, const char *fmt,
+                    va_list ap)
 {
   if (!err || !errlen)
     return;
@@ -38,7 +38,7 @@ static void put_err(char *err, size_t errlen, const char *path, int line, int co
 }
 
 static int fail_mark(struct walker *w, yaml_mark_t m, const char *fmt, ...)
-  __attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static int fail_mark(struct walker *w, yaml_mark_t m, const char *fmt, ...)
 {
   va_list ap;
@@ -81,8 +81,7 @@ static bool scalar_is_null(const yaml_node_t *n)
   if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
     return false;
   const char *s = scalar_text(n);
-  return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") ||
-         !strcmp(s, "NULL");
+  return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
 }
 
 /* A plain scalar of decimal digits (optional leading '-') fitting in u64; *neg for '-'. */
@@ -136,8 +135,7 @@ static const char *describe(const yaml_node_t *n, char *buf, size_t size)
   }
 }
 
-static int expect_type(struct walker *w, yaml_node_t *n, yaml_node_type_t type,
-                       const char *field)
+static int expect_type(struct walker *w, yaml_node_t *n, yaml_node_type_t type, const char *field)
 {
   if (n->type == type && !(type == YAML_SCALAR_NODE && scalar_is_null(n)))
     return 0;
@@ -165,8 +163,8 @@ static int get_str(struct walker *w, yaml_node_t *n, const char *field, char **o
   return 0;
 }
 
-static int get_u32(struct walker *w, yaml_node_t *n, const char *field, uint32_t min,
-                   uint32_t max, uint32_t *out)
+static int get_u32(struct walker *w, yaml_node_t *n, const char *field, uint32_t min, uint32_t max,
+                   uint32_t *out)
 {
   uint64_t v;
   bool neg;
@@ -191,8 +189,7 @@ static int walk_mapping(struct walker *w, yaml_node_t *map, const char *field,
   int rc = expect_type(w, map, YAML_MAPPING_NODE, field);
   if (rc < 0)
     return rc;
-  for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
-       p++) {
+  for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
     yaml_node_t *k = node_at(w, p->key), *v = node_at(w, p->value);
     if (!k || !v)
       return fail_mark(w, map->start_mark, "%s: malformed mapping", field);
@@ -204,8 +201,8 @@ static int walk_mapping(struct walker *w, yaml_node_t *map, const char *field,
     for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++) {
       yaml_node_t *k2 = node_at(w, q->key);
       if (k2 && k2->type == YAML_SCALAR_NODE && !strcmp(scalar_text(k2), key))
-        return fail_mark(w, k->start_mark, "%s: duplicate key '%s' (first at line %d)", field,
-                         key, (int)k2->start_mark.line + 1);
+        return fail_mark(w, k->start_mark, "%s: duplicate key '%s' (first at line %d)", field, key,
+                         (int)k2->start_mark.line + 1);
     }
     if (allowed) {
       bool ok = false;
@@ -220,8 +217,8 @@ static int walk_mapping(struct walker *w, yaml_node_t *map, const char *field,
             break;
           used += (size_t)n;
         }
-        return fail_mark(w, k->start_mark, "%s: unknown key '%.64s' (expected one of: %s)",
-                         field, key, list);
+        return fail_mark(w, k->start_mark, "%s: unknown key '%.64s' (expected one of: %s)", field,
+                         key, list);
       }
     }
     rc = fn(w, ctx, k, v);
@@ -234,8 +231,7 @@ static int walk_mapping(struct walker *w, yaml_node_t *map, const char *field,
 /* Finds key in a mapping already walked (keys are unique by then). */
 static yaml_node_t *map_get(struct walker *w, yaml_node_t *map, const char *key)
 {
-  for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
-       p++) {
+  for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
     yaml_node_t *k = node_at(w, p->key);
     if (k && k->type == YAML_SCALAR_NODE && !strcmp(scalar_text(k), key))
       return node_at(w, p->value);
@@ -266,7 +262,8 @@ int exo_config_check_address(const char *addr, char *err, size_t errlen)
   if (strncmp(addr, "tcp://", 6) != 0) {
     const char *sep = strstr(addr, "://");
     if (sep)
-      snprintf(err, errlen, "bad address scheme '%.*s' in '%s' (expected tcp://HOST:PORT or ipc://PATH)",
+      snprintf(err, errlen,
+               "bad address scheme '%.*s' in '%s' (expected tcp://HOST:PORT or ipc://PATH)",
                (int)(sep - addr > 16 ? 16 : sep - addr), addr, addr);
     else
       snprintf(err, errlen, "bad address '%s': no scheme (expected tcp://HOST:PORT or ipc://PATH)",
@@ -303,9 +300,8 @@ static int get_address(struct walker *w, yaml_node_t *n, const char *field, char
 
 /* ---- schema walk ------------------------------------------------------------------ */
 
-static const char *const top_keys[] = {"cluster", "node",    "loops",       "model",
-                                       "log",     "peers",   "actors",      "supervision",
-                                       NULL};
+static const char *const top_keys[] = {"cluster", "node",   "loops",       "model", "log",
+                                       "peers",   "actors", "supervision", NULL};
 static const char *const top_required[] = {"cluster", "node", NULL};
 static const char *const node_keys[] = {"id", "listen", NULL};
 static const char *const node_required[] = {"id", NULL};
@@ -421,8 +417,8 @@ static int actor_pair(struct walker *w, void *ctx, yaml_node_t *k, yaml_node_t *
     bool ok = n >= 1 && n <= EXO_CONFIG_MAX_NAME;
     for (size_t i = 0; ok && i < n; i++) {
       char c = a->name[i];
-      ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-' || c == '.';
+      ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
     }
     if (!ok)
       return fail_mark(w, v->start_mark,
@@ -556,8 +552,7 @@ static int top_pair(struct walker *w, void *ctx, yaml_node_t *k, yaml_node_t *v)
     int rc = walk_mapping(w, v, "node", node_keys, node_pair, cfg);
     return rc < 0 ? rc : require_keys(w, v, "node", node_required);
   }
-  return walk_mapping(w, v, "supervision", supervision_keys, supervision_pair,
-                      &cfg->supervision);
+  return walk_mapping(w, v, "supervision", supervision_keys, supervision_pair, &cfg->supervision);
 }
 
 /* Checks that need the whole file: loop indexes against loops, unique names and ids. */
@@ -596,9 +591,9 @@ static int syntax_error(const char *path, yaml_parser_t *p, char *err, size_t er
     return -EINVAL;
   }
   if (p->context)
-    snprintf(err, errlen, "%s:%d:%d: %s (%s started at %d:%d)", path,
-             (int)p->problem_mark.line + 1, (int)p->problem_mark.column + 1, problem,
-             p->context, (int)p->context_mark.line + 1, (int)p->context_mark.column + 1);
+    snprintf(err, errlen, "%s:%d:%d: %s (%s started at %d:%d)", path, (int)p->problem_mark.line + 1,
+             (int)p->problem_mark.column + 1, problem, p->context, (int)p->context_mark.line + 1,
+             (int)p->context_mark.column + 1);
   else
     snprintf(err, errlen, "%s:%d:%d: %s", path, (int)p->problem_mark.line + 1,
              (int)p->problem_mark.column + 1, problem);
@@ -682,8 +677,8 @@ fail_cfg:
   return rc;
 }
 
-int exo_config_load(const char *path, const char *const *kinds, struct exo_config **out,
-                    char *err, size_t errlen)
+int exo_config_load(const char *path, const char *const *kinds, struct exo_config **out, char *err,
+                    size_t errlen)
 {
   *out = NULL;
   FILE *f = fopen(path, "rb");
@@ -703,8 +698,7 @@ int exo_config_load(const char *path, const char *const *kinds, struct exo_confi
     snprintf(err, errlen, "%s: read error", path);
     rc = -EIO;
   } else if (n > CONFIG_MAX_FILE) {
-    snprintf(err, errlen, "%s: larger than the %u-byte limit for a config", path,
-             CONFIG_MAX_FILE);
+    snprintf(err, errlen, "%s: larger than the %u-byte limit for a config", path, CONFIG_MAX_FILE);
     rc = -EFBIG;
   } else {
     rc = exo_config_parse(buf, n, path, kinds, out, err, errlen);
@@ -742,8 +736,7 @@ void exo_config_free(struct exo_config *cfg)
 
 /* ---- lookups and option helpers -------------------------------------------------- */
 
-const struct exo_actor_config *exo_config_find_actor(const struct exo_config *cfg,
-                                                     const char *name)
+const struct exo_actor_config *exo_config_find_actor(const struct exo_config *cfg, const char *name)
 {
   for (size_t i = 0; i < cfg->n_actors; i++)
     if (!strcmp(cfg->actors[i].name, name))
@@ -766,8 +759,8 @@ static size_t actor_index(const struct exo_config *cfg, const struct exo_actor_c
 }
 
 int exo_config_option_u64(const struct exo_config *cfg, const struct exo_actor_config *actor,
-                          const char *key, uint64_t def, uint64_t min, uint64_t max,
-                          uint64_t *out, char *err, size_t errlen)
+                          const char *key, uint64_t def, uint64_t min, uint64_t max, uint64_t *out,
+                          char *err, size_t errlen)
 {
   const struct exo_config_option *o = exo_config_option(actor, key);
   if (!o) {
@@ -780,7 +773,8 @@ int exo_config_option_u64(const struct exo_config *cfg, const struct exo_actor_c
   for (; ok && *s; s++) {
     ok = *s >= '0' && *s <= '9';
     if (ok)
-      ok = !__builtin_mul_overflow(v, 10, &v) && !__builtin_add_overflow(v, (uint64_t)(*s - '0'), &v);
+      ok = !__builtin_mul_overflow(v, 10, &v) &&
+           !__builtin_add_overflow(v, (uint64_t)(*s - '0'), &v);
   }
   if (!ok)
     return fail_pos(cfg->path, o->value_pos, err, errlen,
@@ -805,8 +799,8 @@ int exo_config_option_str(const struct exo_config *cfg, const struct exo_actor_c
   }
   if (!o->value[0])
     return fail_pos(cfg->path, o->value_pos, err, errlen,
-                    "actors[%zu].options.%s: expected a non-empty string",
-                    actor_index(cfg, actor), key);
+                    "actors[%zu].options.%s: expected a non-empty string", actor_index(cfg, actor),
+                    key);
   *out = o->value;
   return 0;
 }
@@ -832,8 +826,8 @@ int exo_config_check_options(const struct exo_config *cfg, const struct exo_acto
  * double-quoted with escapes otherwise. */
 static void write_scalar(FILE *out, const char *s)
 {
-  static const char *const special[] = {"", "~", "null", "Null", "NULL", "true", "false",
-                                        "yes", "no", "on", "off", NULL};
+  static const char *const special[] = {"",      "~",   "null", "Null", "NULL", "true",
+                                        "false", "yes", "no",   "on",   "off",  NULL};
   bool plain = true;
   for (const char *const *sp = special; *sp && plain; sp++)
     plain = strcmp(s, *sp) != 0;
@@ -909,8 +903,7 @@ int exo_config_write(const struct exo_config *cfg, FILE *out)
       }
     }
   }
-  fprintf(out, "supervision:\n  strategy: %s\n  intensity: %" PRIu32 "\n  period_ms: %" PRIu32
-               "\n",
+  fprintf(out, "supervision:\n  strategy: %s\n  intensity: %" PRIu32 "\n  period_ms: %" PRIu32 "\n",
           exo_supervision_strategy_name(cfg->supervision.strategy), cfg->supervision.intensity,
           cfg->supervision.period_ms);
   return ferror(out) ? -EIO : 0;

@@ -27,10 +27,10 @@ struct exo_config_option {
 };
 
 struct exo_actor_config {
-  char *name;     /* unique within the node */
-  char *kind;     /* one of the registered kinds */
-  uint32_t loop;  /* loop index < exo_config.loops */
-  uint32_t id;    /* exo_actor_id(name): the actor's wire id */
+  char *name;    /* unique within the node */
+  char *kind;    /* one of the registered kinds */
+  uint32_t loop; /* loop index < exo_config.loops */
+  uint32_t id;   /* exo_actor_id(name): the actor's wire id */
   struct exo_config_option *options;
   size_t n_options;
   struct exo_config_pos pos, name_pos, kind_pos, loop_pos;
@@ -49,15 +49,15 @@ struct exo_supervision_config {
 };
 
 struct exo_config {
-  char *path;       /* the name errors use */
+  char *path; /* the name errors use */
   char *cluster;
-  uint32_t node_id; /* 0 when node_id_auto */
+  uint32_t node_id;  /* 0 when node_id_auto */
   bool node_id_auto; /* `id: auto`: the discovery layer assigns a persistent id */
-  char *listen;     /* tcp://host:port or ipc://path, NULL when absent */
-  uint32_t loops;   /* 1..EXO_CONFIG_MAX_LOOPS, default 1 */
-  char *model;      /* NULL when absent */
-  char *log_level;  /* "error" | "warn" | "info" | "debug", NULL when absent */
-  char **peers;     /* addresses, same rules as listen */
+  char *listen;      /* tcp://host:port or ipc://path, NULL when absent */
+  uint32_t loops;    /* 1..EXO_CONFIG_MAX_LOOPS, default 1 */
+  char *model;       /* NULL when absent */
+  char *log_level;   /* "error" | "warn" | "info" | "debug", NULL when absent */
+  char **peers;      /* addresses, same rules as listen */
   size_t n_peers;
   struct exo_actor_config *actors;
   size_t n_actors;
@@ -68,8 +68,8 @@ struct exo_config {
  * names (NULL accepts any kind). On success *out is a new config the caller frees with
  * exo_config_free. Returns 0, -ENOENT/-EACCES/... (file), -EINVAL (invalid, err holds
  * "path:line:col: message"), -ENOMEM. */
-int exo_config_load(const char *path, const char *const *kinds, struct exo_config **out,
-                    char *err, size_t errlen);
+int exo_config_load(const char *path, const char *const *kinds, struct exo_config **out, char *err,
+                    size_t errlen);
 
 /* Same from a buffer; name is used in errors and stored as cfg->path. */
 int exo_config_parse(const char *text, size_t len, const char *name, const char *const *kinds,
@@ -93,8 +93,8 @@ const struct exo_config_option *exo_config_option(const struct exo_actor_config 
  * check_options: every option key is in allowed (NULL-terminated).
  * Each returns 0 or -EINVAL with err "path:line:col: actors[i].options.key: ...". */
 int exo_config_option_u64(const struct exo_config *cfg, const struct exo_actor_config *actor,
-                          const char *key, uint64_t def, uint64_t min, uint64_t max,
-                          uint64_t *out, char *err, size_t errlen);
+                          const char *key, uint64_t def, uint64_t min, uint64_t max, uint64_t *out,
+                          char *err, size_t errlen);
 int exo_config_option_str(const struct exo_config *cfg, const struct exo_actor_config *actor,
                           const char *key, const char *def, const char **out, char *err,
                           size_t errlen);

@@ -59,7 +59,7 @@ static uint64_t get_le64(const uint8_t *p)
 }
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
-  __attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -268,9 +268,8 @@ int exo_envelope_seal(const struct exo_envelope *env, void *frame, size_t total_
   return 0;
 }
 
-int exo_envelope_open(const void *frame, size_t len, size_t max_payload,
-                      struct exo_envelope *env, const void **payload, char *err,
-                      size_t errlen)
+int exo_envelope_open(const void *frame, size_t len, size_t max_payload, struct exo_envelope *env,
+                      const void **payload, char *err, size_t errlen)
 {
   const uint8_t *h = frame;
   if (!h || len < EXO_ENVELOPE_HEADER_SIZE) {
@@ -280,8 +279,7 @@ int exo_envelope_open(const void *frame, size_t len, size_t max_payload,
   }
   uint16_t magic = get_le16(h + OFF_MAGIC);
   if (magic != EXO_ENVELOPE_MAGIC) {
-    set_err(err, errlen, "frame: bad magic 0x%04x (expected 0x%04x)", magic,
-            EXO_ENVELOPE_MAGIC);
+    set_err(err, errlen, "frame: bad magic 0x%04x (expected 0x%04x)", magic, EXO_ENVELOPE_MAGIC);
     return -EPROTO;
   }
   if (h[OFF_VERSION] != EXO_ENVELOPE_VERSION) {
@@ -317,8 +315,7 @@ int exo_envelope_open(const void *frame, size_t len, size_t max_payload,
   uint32_t want = get_le32(h + OFF_CHECKSUM);
   uint32_t got = frame_checksum(h, p, plen);
   if (want != got) {
-    set_err(err, errlen, "frame: checksum mismatch (header 0x%08x, computed 0x%08x)", want,
-            got);
+    set_err(err, errlen, "frame: checksum mismatch (header 0x%08x, computed 0x%08x)", want, got);
     return -EPROTO;
   }
   if (kind == EXO_PAYLOAD_TENSOR) {
@@ -349,46 +346,45 @@ int exo_envelope_open(const void *frame, size_t len, size_t max_payload,
 
 /* ---- tensor payload ------------------------------------------------------------- */
 
-size_t exo_dtype_size(enum exo_dtype dtype)
+size_t exo_wire_dtype_size(enum exo_wire_dtype dtype)
 {
   switch (dtype) {
-  case EXO_DTYPE_F32:
-  case EXO_DTYPE_I32:
+  case EXO_WIRE_DTYPE_F32:
+  case EXO_WIRE_DTYPE_I32:
     return 4;
-  case EXO_DTYPE_F16:
-  case EXO_DTYPE_BF16:
+  case EXO_WIRE_DTYPE_F16:
+  case EXO_WIRE_DTYPE_BF16:
     return 2;
   }
   return 0;
 }
 
-const char *exo_dtype_name(enum exo_dtype dtype)
+const char *exo_wire_dtype_name(enum exo_wire_dtype dtype)
 {
   switch (dtype) {
-  case EXO_DTYPE_F32:
+  case EXO_WIRE_DTYPE_F32:
     return "f32";
-  case EXO_DTYPE_F16:
+  case EXO_WIRE_DTYPE_F16:
     return "f16";
-  case EXO_DTYPE_BF16:
+  case EXO_WIRE_DTYPE_BF16:
     return "bf16";
-  case EXO_DTYPE_I32:
+  case EXO_WIRE_DTYPE_I32:
     return "i32";
   }
   return "?";
 }
 
 /* Data bytes of a shape, or -EINVAL with err filled. */
-static int tensor_data_size(enum exo_dtype dtype, uint32_t ndim, const uint32_t *shape,
+static int tensor_data_size(enum exo_wire_dtype dtype, uint32_t ndim, const uint32_t *shape,
                             size_t *out, char *err, size_t errlen)
 {
-  size_t esz = exo_dtype_size(dtype);
+  size_t esz = exo_wire_dtype_size(dtype);
   if (!esz) {
     set_err(err, errlen, "tensor payload: unknown dtype %u", (unsigned)dtype);
     return -EINVAL;
   }
   if (ndim < 1 || ndim > EXO_TENSOR_MAX_DIMS) {
-    set_err(err, errlen, "tensor payload: ndim %u out of range 1..%d", ndim,
-            EXO_TENSOR_MAX_DIMS);
+    set_err(err, errlen, "tensor payload: ndim %u out of range 1..%d", ndim, EXO_TENSOR_MAX_DIMS);
     return -EINVAL;
   }
   size_t n = esz;
@@ -406,7 +402,7 @@ static int tensor_data_size(enum exo_dtype dtype, uint32_t ndim, const uint32_t 
   return 0;
 }
 
-int exo_tensor_payload_size(enum exo_dtype dtype, uint32_t ndim, const uint32_t *shape,
+int exo_tensor_payload_size(enum exo_wire_dtype dtype, uint32_t ndim, const uint32_t *shape,
                             size_t *size)
 {
   size_t n;
@@ -417,7 +413,7 @@ int exo_tensor_payload_size(enum exo_dtype dtype, uint32_t ndim, const uint32_t 
   return 0;
 }
 
-int exo_tensor_payload_write(void *payload, size_t cap, enum exo_dtype dtype, uint32_t ndim,
+int exo_tensor_payload_write(void *payload, size_t cap, enum exo_wire_dtype dtype, uint32_t ndim,
                              const uint32_t *shape, void **data, char *err, size_t errlen)
 {
   size_t n;
@@ -448,11 +444,11 @@ int exo_tensor_payload_read(const void *payload, size_t len, struct exo_tensor_v
 {
   const uint8_t *p = payload;
   if (!p || len < EXO_TENSOR_META_SIZE) {
-    set_err(err, errlen, "tensor payload: %zu bytes, shorter than its %u-byte header",
-            p ? len : 0, EXO_TENSOR_META_SIZE);
+    set_err(err, errlen, "tensor payload: %zu bytes, shorter than its %u-byte header", p ? len : 0,
+            EXO_TENSOR_META_SIZE);
     return -EPROTO;
   }
-  enum exo_dtype dtype = (enum exo_dtype)p[0];
+  enum exo_wire_dtype dtype = (enum exo_wire_dtype)p[0];
   uint32_t ndim = p[1];
   if (get_le16(p + 2) || get_le32(p + 20)) {
     set_err(err, errlen, "tensor payload: reserved bytes are not zero");
@@ -466,15 +462,15 @@ int exo_tensor_payload_read(const void *payload, size_t len, struct exo_tensor_v
     return -EPROTO;
   for (uint32_t i = ndim; i < EXO_TENSOR_MAX_DIMS; i++) {
     if (shape[i]) {
-      set_err(err, errlen, "tensor payload: dim %u is %u past ndim %u (must be 0)", i,
-              shape[i], ndim);
+      set_err(err, errlen, "tensor payload: dim %u is %u past ndim %u (must be 0)", i, shape[i],
+              ndim);
       return -EPROTO;
     }
   }
   size_t have = len - EXO_TENSOR_META_SIZE;
   if (n != have) {
     set_err(err, errlen, "tensor payload: shape of %s needs %zu data bytes, have %zu",
-            exo_dtype_name(dtype), n, have);
+            exo_wire_dtype_name(dtype), n, have);
     return -EPROTO;
   }
   if (view) {

@@ -53,8 +53,8 @@ struct exo_addr {
 };
 
 struct exo_envelope {
-  uint16_t type;  /* EXO_MSG_* */
-  uint16_t flags; /* subset of EXO_ENVELOPE_FLAGS_KNOWN */
+  uint16_t type;        /* EXO_MSG_* */
+  uint16_t flags;       /* subset of EXO_ENVELOPE_FLAGS_KNOWN */
   uint8_t payload_kind; /* enum exo_payload_kind */
   uint64_t epoch;
   struct exo_addr src, dst;
@@ -88,9 +88,8 @@ int exo_envelope_seal(const struct exo_envelope *env, void *frame, size_t total_
  * validated too (exo_tensor_payload_read). Returns 0, or -EPROTO (malformed or corrupt),
  * -EMSGSIZE (payload over max_payload), with a message in err such as
  * "frame: bad magic 0x1234 (expected 0x4558)". payload may be NULL. */
-int exo_envelope_open(const void *frame, size_t len, size_t max_payload,
-                      struct exo_envelope *env, const void **payload, char *err,
-                      size_t errlen);
+int exo_envelope_open(const void *frame, size_t len, size_t max_payload, struct exo_envelope *env,
+                      const void **payload, char *err, size_t errlen);
 
 /* CRC32C (Castagnoli) of buf continuing from crc (start with 0). Uses the SSE4.2
  * instruction when the CPU has it, a table otherwise. Exposed for tests and benches. */
@@ -108,15 +107,18 @@ uint32_t exo_crc32c_portable(uint32_t crc, const void *buf, size_t len);
 #define EXO_TENSOR_MAX_DIMS 4
 #define EXO_TENSOR_META_SIZE 24u
 
-enum exo_dtype {
-  EXO_DTYPE_F32 = 1,
-  EXO_DTYPE_F16 = 2,
-  EXO_DTYPE_BF16 = 3,
-  EXO_DTYPE_I32 = 4,
+/* Element types on the wire. Separate from tensor/'s enum exo_dtype (runtime/ never
+ * includes tensor/); the values here are the wire bytes and never change. */
+
+enum exo_wire_dtype {
+  EXO_WIRE_DTYPE_F32 = 1,
+  EXO_WIRE_DTYPE_F16 = 2,
+  EXO_WIRE_DTYPE_BF16 = 3,
+  EXO_WIRE_DTYPE_I32 = 4,
 };
 
 struct exo_tensor_view {
-  enum exo_dtype dtype;
+  enum exo_wire_dtype dtype;
   uint32_t ndim;
   uint32_t shape[EXO_TENSOR_MAX_DIMS]; /* unused dims are 0 */
   const void *data;                    /* points into the payload; not owned */
@@ -124,19 +126,19 @@ struct exo_tensor_view {
 };
 
 /* Element size in bytes, 0 for an unknown dtype. */
-size_t exo_dtype_size(enum exo_dtype dtype);
+size_t exo_wire_dtype_size(enum exo_wire_dtype dtype);
 /* "f32", "f16", "bf16", "i32" or "?" */
-const char *exo_dtype_name(enum exo_dtype dtype);
+const char *exo_wire_dtype_name(enum exo_wire_dtype dtype);
 
 /* Bytes of the whole tensor payload (meta + data) into *size. Returns 0 or -EINVAL
  * (unknown dtype, ndim outside 1..4, a zero dim, size overflow). */
-int exo_tensor_payload_size(enum exo_dtype dtype, uint32_t ndim, const uint32_t *shape,
+int exo_tensor_payload_size(enum exo_wire_dtype dtype, uint32_t ndim, const uint32_t *shape,
                             size_t *size);
 
 /* Writes the tensor meta at the start of payload (cap bytes) and sets *data to where the
  * caller writes the elements (exactly the size of exo_tensor_payload_size minus
  * the meta). Returns 0 or -EINVAL with err filled (bad dtype/ndim/shape, cap too small). */
-int exo_tensor_payload_write(void *payload, size_t cap, enum exo_dtype dtype, uint32_t ndim,
+int exo_tensor_payload_write(void *payload, size_t cap, enum exo_wire_dtype dtype, uint32_t ndim,
                              const uint32_t *shape, void **data, char *err, size_t errlen);
 
 /* Parses and validates a tensor payload of len bytes; view->data points into payload.

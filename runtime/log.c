@@ -70,10 +70,10 @@ size_t exo_log_format(char *buf, size_t size, double unix_time, enum exo_log_lev
     ms = 999;
   struct tm tm;
   gmtime_r(&secs, &tm);
-  int n = snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s %s/%s: ",
-                   tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                   tm.tm_sec, ms, exo_log_level_name(level), node ? node : "-",
-                   actor ? actor : "-");
+  int n =
+      snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s %s/%s: ", tm.tm_year + 1900,
+               tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms,
+               exo_log_level_name(level), node ? node : "-", actor ? actor : "-");
   if (n < 0)
     n = 0;
   size_t used = (size_t)n < size ? (size_t)n : size - 1;
@@ -95,8 +95,8 @@ size_t exo_log_format(char *buf, size_t size, double unix_time, enum exo_log_lev
   return used;
 }
 
-void exo_log_write(enum exo_log_level level, const char *node, const char *actor,
-                   const char *fmt, ...)
+void exo_log_write(enum exo_log_level level, const char *node, const char *actor, const char *fmt,
+                   ...)
 {
   if (!exo_log_enabled(level))
     return;
@@ -105,8 +105,8 @@ void exo_log_write(enum exo_log_level level, const char *node, const char *actor
   clock_gettime(CLOCK_REALTIME, &ts);
   va_list ap;
   va_start(ap, fmt);
-  size_t n = exo_log_format(line, sizeof line, (double)ts.tv_sec + ts.tv_nsec * 1e-9, level,
-                            node, actor, fmt, ap);
+  size_t n = exo_log_format(line, sizeof line, (double)ts.tv_sec + ts.tv_nsec * 1e-9, level, node,
+                            actor, fmt, ap);
   va_end(ap);
   fwrite(line, 1, n, stderr);
 }

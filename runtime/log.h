@@ -37,13 +37,13 @@ size_t exo_log_format(char *buf, size_t size, double unix_time, enum exo_log_lev
                       const char *node, const char *actor, const char *fmt, va_list ap);
 
 /* Writes one line to stderr if level is enabled. */
-void exo_log_write(enum exo_log_level level, const char *node, const char *actor,
-                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void exo_log_write(enum exo_log_level level, const char *node, const char *actor, const char *fmt,
+                   ...) __attribute__((format(printf, 4, 5)));
 
-#define exo_log(level, node, actor, ...)                                                    \
-  do {                                                                                     \
-    if (exo_log_enabled(level))                                                            \
-      exo_log_write((level), (node), (actor), __VA_ARGS__);                                \
+#define exo_log(level, node, actor, ...)                                                           \
+  do {                                                                                             \
+    if (exo_log_enabled(level))                                                                    \
+      exo_log_write((level), (node), (actor), __VA_ARGS__);                                        \
   } while (0)
 
 static inline bool exo_log_enabled(enum exo_log_level level)

@@ -48,14 +48,16 @@ static void expect_text_error(const char *text, const char *want_pos, const char
 
 static void test_error_files(void)
 {
-  expect_file_error("unknown_key.yaml", "4:3", "node: unknown key 'lisen' (expected one of: id, listen)");
+  expect_file_error("unknown_key.yaml", "4:3",
+                    "node: unknown key 'lisen' (expected one of: id, listen)");
   expect_file_error("wrong_type.yaml", "3:8", "loops: expected integer, got string 'abc'");
   expect_file_error("missing_field.yaml", "3:3", "node: missing required key 'id'");
   expect_file_error("duplicate_actor.yaml", "5:11",
                     "actors[1].name: duplicate actor name 'ping' (first at line 4)");
   expect_file_error("unknown_kind.yaml", "5:11",
                     "actors[0].kind: unknown actor kind 'pinpong' (known: pingpong)");
-  expect_file_error("loop_range.yaml", "6:11", "actors[0].loop: loop index 2 out of range (loops: 2");
+  expect_file_error("loop_range.yaml", "6:11",
+                    "actors[0].loop: loop index 2 out of range (loops: 2");
   expect_file_error("bad_address.yaml", "4:11", "node.listen: bad address scheme 'http'");
   expect_file_error("syntax.yaml", "4:7", "did not find expected ',' or ']'");
 
@@ -73,25 +75,29 @@ static void test_error_inline(void)
   /* wrong types */
   expect_text_error("cluster: demo\nnode: {id: 1}\nloops: \"2\"\n", "3:8",
                     "loops: expected integer, got string '2'");
-  expect_text_error("cluster: demo\nnode: {id: 1}\nloops: 0\n", "3:8", "loops: 0 out of range 1..256");
+  expect_text_error("cluster: demo\nnode: {id: 1}\nloops: 0\n", "3:8",
+                    "loops: 0 out of range 1..256");
   expect_text_error("cluster: demo\nnode: {id: -1}\n", "2:12", "node.id: -1 out of range");
-  expect_text_error("cluster: demo\nnode: {id: 4294967296}\n", "2:12", "node.id: 4294967296 out of range");
-  expect_text_error("cluster: [a]\nnode: {id: 1}\n", "1:10", "cluster: expected string, got sequence");
+  expect_text_error("cluster: demo\nnode: {id: 4294967296}\n", "2:12",
+                    "node.id: 4294967296 out of range");
+  expect_text_error("cluster: [a]\nnode: {id: 1}\n", "1:10",
+                    "cluster: expected string, got sequence");
   expect_text_error("cluster:\nnode: {id: 1}\n", "1:9", "cluster: expected string, got null");
   expect_text_error("cluster: demo\nnode: 5\n", "2:7", "node: expected mapping, got integer 5");
   snprintf(buf, sizeof buf, "%sactors: {name: x}\n", base);
   expect_text_error(buf, "3:9", "actors: expected sequence, got mapping");
   snprintf(buf, sizeof buf, "%sactors:\n  - name: a\n    kind: pingpong\n    loop: x\n", base);
   expect_text_error(buf, "6:11", "actors[0].loop: expected integer, got string 'x'");
-  snprintf(buf, sizeof buf, "%sactors:\n  - name: a\n    kind: pingpong\n    options: {a: {b: 1}}\n",
-           base);
+  snprintf(buf, sizeof buf,
+           "%sactors:\n  - name: a\n    kind: pingpong\n    options: {a: {b: 1}}\n", base);
   expect_text_error(buf, "6:18", "actors[0].options.a: expected scalar, got mapping");
   /* missing required */
   expect_text_error("node: {id: 1}\n", "1:1", "config: missing required key 'cluster'");
   snprintf(buf, sizeof buf, "%sactors:\n  - kind: pingpong\n", base);
   expect_text_error(buf, "4:5", "actors[0]: missing required key 'name'");
   /* unknown keys */
-  expect_text_error("cluster: demo\nnode: {id: 1}\nnodes: 3\n", "3:1", "config: unknown key 'nodes'");
+  expect_text_error("cluster: demo\nnode: {id: 1}\nnodes: 3\n", "3:1",
+                    "config: unknown key 'nodes'");
   snprintf(buf, sizeof buf, "%sactors:\n  - name: a\n    knd: pingpong\n", base);
   expect_text_error(buf, "5:5", "actors[0]: unknown key 'knd'");
   snprintf(buf, sizeof buf, "%ssupervision: {strategy: one_for_one, max: 3}\n", base);
@@ -115,7 +121,8 @@ static void test_error_inline(void)
   expect_text_error("", "1:1", "empty config");
   expect_text_error("- a\n- b\n", "1:1", "expected a mapping at the top level, got sequence");
   expect_text_error("cluster: demo\nnode: {id: 1}\n---\nx: 1\n", "4:1", "a second YAML document");
-  expect_text_error("cluster: \"de\\0mo\"\nnode: {id: 1}\n", "1:10", "cluster: string contains a NUL byte");
+  expect_text_error("cluster: \"de\\0mo\"\nnode: {id: 1}\n", "1:10",
+                    "cluster: string contains a NUL byte");
   expect_text_error("cluster: demo\n  node: 1\n", "2:7", "mapping values are not allowed");
 }
 
@@ -232,7 +239,8 @@ static void test_option_helpers(void)
   CHECK_INT_EQ(v, 7);
   CHECK_INT_EQ(exo_config_option_u64(cfg, a, "count", 1, 20, 100, &v, err, sizeof err), -EINVAL);
   CHECK_STR_CONTAINS(err, "o.yaml:6:22: actors[0].options.count: 12 out of range 20..100");
-  CHECK_INT_EQ(exo_config_option_u64(cfg, a, "big", 1, 0, UINT64_MAX, &v, err, sizeof err), -EINVAL);
+  CHECK_INT_EQ(exo_config_option_u64(cfg, a, "big", 1, 0, UINT64_MAX, &v, err, sizeof err),
+               -EINVAL);
   CHECK_STR_CONTAINS(err, "actors[0].options.big: expected integer");
   CHECK_INT_EQ(exo_config_option_u64(cfg, a, "word", 1, 0, 10, &v, err, sizeof err), -EINVAL);
   CHECK_STR_CONTAINS(err, "o.yaml:6:59: actors[0].options.word: expected integer, got 'abc'");
@@ -245,7 +253,8 @@ static void test_option_helpers(void)
   CHECK_STR_CONTAINS(err, "actors[0].options.empty: expected a non-empty string");
   const char *allowed[] = {"count", "big", "word", NULL};
   CHECK_INT_EQ(exo_config_check_options(cfg, a, allowed, err, sizeof err), -EINVAL);
-  CHECK_STR_CONTAINS(err, "o.yaml:6:64: actors[0].options: unknown option 'empty' for kind 'pingpong'");
+  CHECK_STR_CONTAINS(err,
+                     "o.yaml:6:64: actors[0].options: unknown option 'empty' for kind 'pingpong'");
   const char *all[] = {"count", "big", "word", "empty", NULL};
   CHECK_INT_EQ(exo_config_check_options(cfg, a, all, err, sizeof err), 0);
   exo_config_free(cfg);

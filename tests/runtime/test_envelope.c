@@ -122,14 +122,14 @@ static void test_tensor_round_trip(void)
 {
   uint32_t shape[3] = {2, 3, 5};
   size_t psize = 0;
-  CHECK_INT_EQ(exo_tensor_payload_size(EXO_DTYPE_F32, 3, shape, &psize), 0);
+  CHECK_INT_EQ(exo_tensor_payload_size(EXO_WIRE_DTYPE_F32, 3, shape, &psize), 0);
   CHECK_INT_EQ(psize, EXO_TENSOR_META_SIZE + 2 * 3 * 5 * 4);
   size_t total = EXO_ENVELOPE_HEADER_SIZE + psize;
   uint8_t *f = malloc(total);
   void *data = NULL;
   char err[200] = "";
-  CHECK_INT_EQ(exo_tensor_payload_write(exo_envelope_payload(f), psize, EXO_DTYPE_F32, 3, shape,
-                                        &data, err, sizeof err),
+  CHECK_INT_EQ(exo_tensor_payload_write(exo_envelope_payload(f), psize, EXO_WIRE_DTYPE_F32, 3,
+                                        shape, &data, err, sizeof err),
                0);
   CHECK(data == f + 80);
   float *x = data;
@@ -144,7 +144,7 @@ static void test_tensor_round_trip(void)
   CHECK_INT_EQ(d.payload_kind, EXO_PAYLOAD_TENSOR);
   struct exo_tensor_view v;
   CHECK_INT_EQ(exo_tensor_payload_read(p, d.payload_len, &v, err, sizeof err), 0);
-  CHECK_INT_EQ(v.dtype, EXO_DTYPE_F32);
+  CHECK_INT_EQ(v.dtype, EXO_WIRE_DTYPE_F32);
   CHECK_INT_EQ(v.ndim, 3);
   CHECK_INT_EQ(v.shape[0], 2);
   CHECK_INT_EQ(v.shape[1], 3);
@@ -155,10 +155,10 @@ static void test_tensor_round_trip(void)
   free(f);
 
   /* Every dtype's size. */
-  CHECK_INT_EQ(exo_dtype_size(EXO_DTYPE_F16), 2);
-  CHECK_INT_EQ(exo_dtype_size(EXO_DTYPE_BF16), 2);
-  CHECK_INT_EQ(exo_dtype_size(EXO_DTYPE_I32), 4);
-  CHECK_INT_EQ(exo_dtype_size((enum exo_dtype)9), 0);
+  CHECK_INT_EQ(exo_wire_dtype_size(EXO_WIRE_DTYPE_F16), 2);
+  CHECK_INT_EQ(exo_wire_dtype_size(EXO_WIRE_DTYPE_BF16), 2);
+  CHECK_INT_EQ(exo_wire_dtype_size(EXO_WIRE_DTYPE_I32), 4);
+  CHECK_INT_EQ(exo_wire_dtype_size((enum exo_wire_dtype)9), 0);
 }
 
 /* Opens f and expects rejection with a message containing want. */
@@ -250,12 +250,12 @@ static uint8_t *tensor_frame(uint32_t d0, uint32_t d1, size_t *total)
 {
   uint32_t shape[2] = {d0, d1};
   size_t psize;
-  if (exo_tensor_payload_size(EXO_DTYPE_BF16, 2, shape, &psize) < 0)
+  if (exo_tensor_payload_size(EXO_WIRE_DTYPE_BF16, 2, shape, &psize) < 0)
     return NULL;
   *total = EXO_ENVELOPE_HEADER_SIZE + psize;
   uint8_t *f = calloc(1, *total);
   void *data;
-  if (exo_tensor_payload_write(exo_envelope_payload(f), psize, EXO_DTYPE_BF16, 2, shape, &data,
+  if (exo_tensor_payload_write(exo_envelope_payload(f), psize, EXO_WIRE_DTYPE_BF16, 2, shape, &data,
                                NULL, 0) < 0) {
     free(f);
     return NULL;
@@ -298,7 +298,7 @@ static void test_malformed_tensors(void)
   t[0] = 77;
   reseal_tensor(f, total);
   expect_reject(f, total, 1 << 20, "unknown dtype 77", -EPROTO);
-  t[0] = EXO_DTYPE_BF16;
+  t[0] = EXO_WIRE_DTYPE_BF16;
 
   t[12] = 3; /* dim 2 set although ndim is 2 */
   reseal_tensor(f, total);
@@ -337,12 +337,14 @@ static void test_malformed_tensors(void)
   /* The writer validates too. */
   uint32_t shape5[5] = {1, 1, 1, 1, 1};
   void *data;
-  CHECK_INT_EQ(exo_tensor_payload_write(t, 100, EXO_DTYPE_F32, 5, shape5, &data, err, sizeof err),
-               -EINVAL);
+  CHECK_INT_EQ(
+      exo_tensor_payload_write(t, 100, EXO_WIRE_DTYPE_F32, 5, shape5, &data, err, sizeof err),
+      -EINVAL);
   CHECK_STR_CONTAINS(err, "ndim 5");
   uint32_t shape2[2] = {2, 2};
-  CHECK_INT_EQ(exo_tensor_payload_write(t, 100, EXO_DTYPE_F32, 2, shape2, &data, err, sizeof err),
-               -EINVAL);
+  CHECK_INT_EQ(
+      exo_tensor_payload_write(t, 100, EXO_WIRE_DTYPE_F32, 2, shape2, &data, err, sizeof err),
+      -EINVAL);
   CHECK_STR_CONTAINS(err, "need exactly 40");
   free(f);
 }
@@ -387,7 +389,7 @@ static void test_random_mutations(void)
     }
     size_t glen = len;
     if ((NEXT() & 7) == 0)
-      glen = NEXT() % (len + 1); /* truncate */
+      glen = NEXT() % (len + 1);    /* truncate */
     int reseal = (NEXT() & 3) == 0; /* sometimes fix the checksum to reach deeper checks */
     if (reseal && glen >= EXO_ENVELOPE_HEADER_SIZE) {
       struct exo_envelope r = sample_env();
