@@ -1,0 +1,623 @@
+/* runtime/node.c: a node's wiring (loops, actors, supervisor) and its nanomsg transport:
+ * one NN_PULL bound on the listen address, watched by loop 0 through NN_RCVFD and drained
+ * with NN_DONTWAIT under EXO_NODE_RECV_BUDGET; one NN_PUSH per peer; HELLO frames map
+ * peer addresses to node ids. Must not block a loop (every nn_send is NN_DONTWAIT) and
+ * must not trust a frame before exo_envelope_open accepted it. */
+#include "runtime/node_private.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <nanomsg/nn.h>
+#include <nanomsg/pipeline.h>
+
+#define HELLO_FIRST_MS 50u
+#define HELLO_MAX_MS 800u
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+  if (!err || !errlen)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
+/* ---- peers ---- */
+
+static struct exo_peer *peer_find_addr_locked(struct exo_node *node, const char *addr)
+{
+  for (size_t i = 0; i < node->n_peers; i++)
+    if (strcmp(node->peers[i]->addr, addr) == 0)
+      return node->peers[i];
+  return NULL;
+}
+
+/* Adds (or finds) the peer of addr. Returns it or NULL with *rc set. */
+static struct exo_peer *peer_add(struct exo_node *node, const char *addr, int *rc)
+{
+  pthread_rwlock_wrlock(&node->peers_mu);
+  struct exo_peer *p = peer_find_addr_locked(node, addr);
+  if (p) {
+    pthread_rwlock_unlock(&node->peers_mu);
+    return p;
+  }
+  *rc = -ENOMEM;
+  if (node->n_peers == node->cap_peers) {
+    size_t cap = node->cap_peers ? node->cap_peers * 2 : 4;
+    struct exo_peer **np = realloc(node->peers, cap * sizeof *np);
+    if (!np)
+      goto fail;
+    node->peers = np;
+    node->cap_peers = cap;
+  }
+  p = calloc(1, sizeof *p);
+  if (!p)
+    goto fail;
+  p->sock = -1;
+  p->addr = strdup(addr);
+  if (!p->addr)
+    goto fail;
+  p->sock = nn_socket(AF_SP, NN_PUSH);
+  if (p->sock < 0 || nn_connect(p->sock, addr) < 0) {
+    *rc = -errno;
+    goto fail;
+  }
+  int maxsz = (int)node->max_frame; /* PUSH never receives; kept symmetrical */
+  (void)nn_setsockopt(p->sock, NN_SOL_SOCKET, NN_RCVMAXSIZE, &maxsz, sizeof maxsz);
+  p->hello_backoff_ms = HELLO_FIRST_MS;
+  node->peers[node->n_peers++] = p;
+  pthread_rwlock_unlock(&node->peers_mu);
+  return p;
+fail:
+  pthread_rwlock_unlock(&node->peers_mu);
+  if (p) {
+    if (p->sock >= 0)
+      nn_close(p->sock);
+    free(p->addr);
+    free(p);
+  }
+  return NULL;
+}
+
+int exo_node_add_peer(struct exo_node *node, const char *addr)
+{
+  if (!addr || (strncmp(addr, "tcp://", 6) && strncmp(addr, "ipc://", 6) &&
+                strncmp(addr, "inproc://", 9)))
+    return -EINVAL;
+  int rc = 0;
+  return peer_add(node, addr, &rc) ? 0 : rc;
+}
+
+bool exo_node_has_peer(struct exo_node *node, uint32_t node_id)
+{
+  bool found = false;
+  pthread_rwlock_rdlock(&node->peers_mu);
+  for (size_t i = 0; i < node->n_peers && !found; i++)
+    found = atomic_load(&node->peers[i]->node_id) == node_id;
+  pthread_rwlock_unlock(&node->peers_mu);
+  return found;
+}
+
+static int peer_send(struct exo_node *node, int sock, void *frame)
+{
+  if (nn_send(sock, &frame, NN_MSG, NN_DONTWAIT) < 0) {
+    int e = errno;
+    nn_freemsg(frame);
+    EXO_COUNT(node, send_failed);
+    return e == EAGAIN ? -EAGAIN : -e;
+  }
+  EXO_COUNT(node, remote_sent);
+  return 0;
+}
+
+int exo_node_send_remote(struct exo_node *node, uint32_t node_id, void *frame, size_t total)
+{
+  (void)total;
+  int sock = -1;
+  pthread_rwlock_rdlock(&node->peers_mu);
+  for (size_t i = 0; i < node->n_peers; i++)
+    if (atomic_load_explicit(&node->peers[i]->node_id, memory_order_acquire) == node_id) {
+      sock = node->peers[i]->sock;
+      break;
+    }
+  pthread_rwlock_unlock(&node->peers_mu);
+  if (sock < 0 || node_id == 0) {
+    nn_freemsg(frame);
+    EXO_COUNT(node, send_failed);
+    return -EHOSTUNREACH;
+  }
+  return peer_send(node, sock, frame);
+}
+
+static void hello_send(struct exo_node *node, struct exo_peer *p)
+{
+  size_t len = strlen(node->listen);
+  void *frame = nn_allocmsg(EXO_ENVELOPE_HEADER_SIZE + len, 0);
+  if (!frame)
+    return;
+  memcpy(exo_envelope_payload(frame), node->listen, len);
+  struct exo_envelope env = {.type = EXO_MSG_HELLO, .src = {.node = node->id}};
+  if (exo_envelope_seal(&env, frame, EXO_ENVELOPE_HEADER_SIZE + len) < 0) {
+    nn_freemsg(frame);
+    return;
+  }
+  /* EAGAIN while the connection is still being made: the timer retries. */
+  if (nn_send(p->sock, &frame, NN_MSG, NN_DONTWAIT) < 0)
+    nn_freemsg(frame);
+}
+
+static void hello_tick(evutil_socket_t fd, short what, void *arg)
+{
+  (void)fd;
+  (void)what;
+  struct exo_node *node = arg;
+  uint64_t now = exo_supervisor_now_ms();
+  pthread_rwlock_rdlock(&node->peers_mu);
+  for (size_t i = 0; i < node->n_peers; i++) {
+    struct exo_peer *p = node->peers[i];
+    if (atomic_load(&p->node_id) != 0 || now < p->next_hello_ms)
+      continue;
+    hello_send(node, p);
+    p->next_hello_ms = now + p->hello_backoff_ms;
+    if (p->hello_backoff_ms < HELLO_MAX_MS)
+      p->hello_backoff_ms *= 2;
+  }
+  pthread_rwlock_unlock(&node->peers_mu);
+}
+
+static void hello_received(struct exo_node *node, const struct exo_envelope *env,
+                           const void *payload)
+{
+  char addr[256];
+  if (env->payload_len == 0 || env->payload_len >= sizeof addr || env->src.node == 0 ||
+      env->src.node == node->id) {
+    EXO_COUNT(node, frames_malformed);
+    return;
+  }
+  memcpy(addr, payload, env->payload_len);
+  addr[env->payload_len] = '\0';
+  if (exo_node_add_peer(node, addr) < 0) {
+    EXO_COUNT(node, frames_malformed);
+    return;
+  }
+  pthread_rwlock_rdlock(&node->peers_mu);
+  struct exo_peer *p = peer_find_addr_locked(node, addr);
+  uint32_t was = p ? atomic_exchange(&p->node_id, env->src.node) : 1;
+  /* First time we hear of it: answer, so it learns our id without waiting for its timer. */
+  if (p && was == 0 && node->listen)
+    hello_send(node, p);
+  pthread_rwlock_unlock(&node->peers_mu);
+}
+
+/* ---- receive path (loop 0) ---- */
+
+static void route_frame(struct exo_node *node, void *frame, size_t len)
+{
+  struct exo_envelope env;
+  const void *payload;
+  char err[160];
+  int rc = exo_envelope_open(frame, len, node->max_frame - EXO_ENVELOPE_HEADER_SIZE, &env,
+                             &payload, err, sizeof err);
+  if (rc < 0) {
+    uint64_t n = atomic_fetch_add(&node->c.frames_malformed, 1);
+    if ((n & (n + 1)) == 0) /* 1st, 2nd, 4th, ... : visible, never a flood */
+      fprintf(stderr, "exo-actors: node %u: dropped malformed frame (%zu bytes): %s\n",
+              node->id, len, err);
+    nn_freemsg(frame);
+    return;
+  }
+  if (env.type == EXO_MSG_HELLO) {
+    hello_received(node, &env, payload);
+    nn_freemsg(frame);
+    return;
+  }
+  struct exo_actor *a = env.dst.node == node->id ? exo_node_lookup(node, env.dst.actor) : NULL;
+  struct exo_msg_box *box = a ? malloc(sizeof *box) : NULL;
+  if (!box) {
+    EXO_COUNT(node, frames_misrouted);
+    nn_freemsg(frame);
+    return;
+  }
+  box->to = a;
+  box->nn_frame = frame;
+  box->msg.env = env;
+  box->msg.payload = payload;
+  (void)exo_actor_deliver(box); /* full mailbox: dropped and counted there */
+}
+
+static void on_readable(evutil_socket_t fd, short what, void *arg)
+{
+  (void)fd;
+  (void)what;
+  struct exo_node *node = arg;
+  for (unsigned i = 0; i < EXO_NODE_RECV_BUDGET; i++) {
+    void *buf = NULL;
+    int n = nn_recv(node->pull, &buf, NN_MSG, NN_DONTWAIT);
+    if (n < 0)
+      return; /* EAGAIN: drained. NN_RCVFD stays readable while frames remain. */
+    EXO_COUNT(node, remote_received);
+    route_frame(node, buf, (size_t)n);
+  }
+}
+
+static int transport_open(struct exo_node *node, char *err, size_t errlen)
+{
+  node->pull = nn_socket(AF_SP, NN_PULL);
+  if (node->pull < 0) {
+    int e = errno;
+    seterr(err, errlen, "nn_socket(NN_PULL): %s", nn_strerror(e));
+    return -e;
+  }
+  int maxsz = node->max_frame > INT32_MAX ? INT32_MAX : (int)node->max_frame;
+  if (nn_setsockopt(node->pull, NN_SOL_SOCKET, NN_RCVMAXSIZE, &maxsz, sizeof maxsz) < 0 ||
+      nn_bind(node->pull, node->listen) < 0) {
+    int e = errno;
+    seterr(err, errlen, "listen %s: %s", node->listen, nn_strerror(e));
+    return -e;
+  }
+  int rcvfd;
+  size_t sz = sizeof rcvfd;
+  if (nn_getsockopt(node->pull, NN_SOL_SOCKET, NN_RCVFD, &rcvfd, &sz) < 0) {
+    int e = errno;
+    seterr(err, errlen, "NN_RCVFD: %s", nn_strerror(e));
+    return -e;
+  }
+  struct event_base *base = exo_loop_base(node->loops[0]);
+  node->rcv_ev = event_new(base, rcvfd, EV_READ | EV_PERSIST, on_readable, node);
+  node->hello_ev = event_new(base, -1, EV_PERSIST, hello_tick, node);
+  struct timeval tv = {.tv_sec = 0, .tv_usec = HELLO_FIRST_MS * 1000};
+  if (!node->rcv_ev || !node->hello_ev || event_add(node->rcv_ev, NULL) < 0 ||
+      event_add(node->hello_ev, &tv) < 0) {
+    seterr(err, errlen, "libevent: cannot watch the listen socket");
+    return -EIO;
+  }
+  return 0;
+}
+
+/* ---- node ---- */
+
+int exo_node_new_opts(const struct exo_node_opts *opts, struct exo_node **out, char *err,
+                      size_t errlen)
+{
+  *out = NULL;
+  if (opts->node_id == 0 || opts->loops == 0 || opts->loops > EXO_CONFIG_MAX_LOOPS) {
+    seterr(err, errlen, "node: node_id must be non-zero and loops in 1..%u (got id %u, loops %u)",
+           EXO_CONFIG_MAX_LOOPS, opts->node_id, opts->loops);
+    return -EINVAL;
+  }
+  if (opts->max_frame && opts->max_frame <= EXO_ENVELOPE_HEADER_SIZE) {
+    seterr(err, errlen, "node: max_frame %zu is not above the header size %u", opts->max_frame,
+           EXO_ENVELOPE_HEADER_SIZE);
+    return -EINVAL;
+  }
+  struct exo_node *node = calloc(1, sizeof *node);
+  if (!node)
+    return -ENOMEM;
+  int rc = -ENOMEM;
+  node->id = opts->node_id;
+  node->pull = -1;
+  node->mailbox_capacity = opts->mailbox_capacity ? opts->mailbox_capacity
+                                                  : EXO_NODE_DEFAULT_MAILBOX;
+  node->max_frame = opts->max_frame ? opts->max_frame : EXO_NODE_DEFAULT_MAX_FRAME;
+  pthread_rwlock_init(&node->peers_mu, NULL);
+  node->loops = calloc(opts->loops, sizeof *node->loops);
+  if (!node->loops)
+    goto fail;
+  node->n_loops = opts->loops;
+  for (uint32_t i = 0; i < opts->loops; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "n%u-l%u", opts->node_id, i);
+    rc = exo_loop_new(name, &node->loops[i]);
+    if (rc < 0) {
+      seterr(err, errlen, "node: loop %u: %s", i, strerror(-rc));
+      goto fail;
+    }
+  }
+  rc = exo_supervisor_new(&opts->supervision, &node->sup);
+  if (rc < 0) {
+    seterr(err, errlen, "node: supervision: intensity %u out of range 0..1024",
+           opts->supervision.intensity);
+    goto fail;
+  }
+  if (opts->listen) {
+    node->listen = strdup(opts->listen);
+    if (!node->listen) {
+      rc = -ENOMEM;
+      goto fail;
+    }
+    rc = transport_open(node, err, errlen);
+    if (rc < 0)
+      goto fail;
+  }
+  *out = node;
+  return 0;
+fail:
+  exo_node_free(node);
+  return rc;
+}
+
+int exo_node_spawn(struct exo_node *node, const char *name, const struct exo_actor_kind *kind,
+                   uint32_t loop_index, const struct exo_actor_config *opts,
+                   struct exo_actor **out, char *err, size_t errlen)
+{
+  if (out)
+    *out = NULL;
+  if (atomic_load(&node->started)) {
+    seterr(err, errlen, "spawn %s: node already started", name);
+    return -EBUSY;
+  }
+  size_t n = name ? strlen(name) : 0;
+  if (n == 0 || n > EXO_CONFIG_MAX_NAME || strchr(name, '/') || !kind || !kind->message ||
+      loop_index >= node->n_loops) {
+    seterr(err, errlen, "spawn %s: bad name, kind without message handler, or loop %u >= %u",
+           name ? name : "(null)", loop_index, node->n_loops);
+    return -EINVAL;
+  }
+  uint32_t id = exo_actor_id(name);
+  struct exo_actor *other = exo_node_lookup(node, id);
+  if (other) {
+    seterr(err, errlen, "spawn %s: wire id 0x%08x already used by actor %s", name, id,
+           other->name);
+    return -EEXIST;
+  }
+  if (node->n_actors == node->cap_actors) {
+    size_t cap = node->cap_actors ? node->cap_actors * 2 : 8;
+    struct exo_actor **na = realloc(node->actors, 2 * cap * sizeof *na); /* 2x: sorted view */
+    if (!na)
+      return -ENOMEM;
+    node->actors = na;
+    node->cap_actors = cap;
+  }
+  struct exo_actor *a = calloc(1, sizeof *a);
+  if (!a)
+    return -ENOMEM;
+  a->state = calloc(1, kind->state_size ? kind->state_size : 1);
+  if (!a->state) {
+    free(a);
+    return -ENOMEM;
+  }
+  a->node = node;
+  a->kind = kind;
+  a->opts = opts;
+  a->loop = node->loops[loop_index];
+  a->loop_index = loop_index;
+  a->index = node->n_actors;
+  memcpy(a->name, name, n + 1);
+  a->addr.node = node->id;
+  a->addr.actor = id;
+  node->actors[node->n_actors++] = a;
+  if (out)
+    *out = a;
+  return 0;
+}
+
+static int cmp_actor_id(const void *x, const void *y)
+{
+  uint32_t a = (*(struct exo_actor *const *)x)->addr.actor;
+  uint32_t b = (*(struct exo_actor *const *)y)->addr.actor;
+  return a < b ? -1 : a > b;
+}
+
+int exo_node_start(struct exo_node *node, char *err, size_t errlen)
+{
+  if (atomic_load(&node->started) || atomic_load(&node->stopping))
+    return -EALREADY;
+  if (node->n_actors) {
+    memcpy(node->actors + node->n_actors, node->actors, node->n_actors * sizeof *node->actors);
+    qsort(node->actors + node->n_actors, node->n_actors, sizeof *node->actors, cmp_actor_id);
+  }
+  atomic_store(&node->started, true);
+  for (size_t i = 0; i < node->n_actors; i++) {
+    struct exo_actor *a = node->actors[i];
+    char ierr[256];
+    int rc = exo_actor_run_init(a, ierr, sizeof ierr);
+    if (rc < 0) {
+      seterr(err, errlen, "actor %s (kind %s): init failed: %s", a->name, a->kind->name,
+             ierr[0] ? ierr : strerror(-rc));
+      return rc;
+    }
+  }
+  for (uint32_t i = 0; i < node->n_loops; i++) {
+    int rc = exo_loop_start(node->loops[i]);
+    if (rc < 0) {
+      seterr(err, errlen, "loop %u: start: %s", i, strerror(-rc));
+      return rc;
+    }
+  }
+  return 0;
+}
+
+static void loop_stop_actors(struct exo_loop *loop, void *arg)
+{
+  struct exo_node *node = arg;
+  for (size_t i = 0; i < node->n_actors; i++) {
+    struct exo_actor *a = node->actors[i];
+    if (a->loop != loop)
+      continue;
+    exo_actor_run_stop(a);
+    atomic_store(&a->status, EXO_ACTOR_DEAD);
+  }
+  if (loop == node->loops[0]) {
+    if (node->rcv_ev)
+      event_free(node->rcv_ev);
+    if (node->hello_ev)
+      event_free(node->hello_ev);
+    node->rcv_ev = node->hello_ev = NULL;
+  }
+}
+
+static void loop_done(struct exo_loop *loop, void *arg)
+{
+  (void)loop;
+  struct exo_node *node = arg;
+  if (atomic_fetch_sub(&node->loops_running, 1) == 1 && node->done)
+    node->done(node, node->done_arg);
+}
+
+int exo_node_stop(struct exo_node *node, exo_node_done_fn done, void *arg)
+{
+  bool expect = false;
+  if (!atomic_compare_exchange_strong(&node->stopping, &expect, true))
+    return -EALREADY;
+  node->done = done;
+  node->done_arg = arg;
+  atomic_store(&node->loops_running, node->n_loops);
+  bool started = atomic_load(&node->started);
+  for (uint32_t i = 0; i < node->n_loops; i++) {
+    if (!node->loops[i]) { /* construction failed midway */
+      loop_done(NULL, node);
+      continue;
+    }
+    if (started && exo_loop_post(node->loops[i], loop_stop_actors, node) < 0)
+      fprintf(stderr, "exo-actors: node %u: loop %u: cannot queue actor stop\n", node->id, i);
+    exo_loop_stop(node->loops[i], loop_done, node);
+  }
+  return 0;
+}
+
+int exo_node_join(struct exo_node *node)
+{
+  if (!atomic_load(&node->stopping))
+    return -EINVAL;
+  for (uint32_t i = 0; i < node->n_loops; i++)
+    if (node->loops[i])
+      exo_loop_join(node->loops[i]);
+  return 0;
+}
+
+void exo_node_free(struct exo_node *node)
+{
+  if (!node)
+    return;
+  if (!atomic_load(&node->stopping))
+    exo_node_stop(node, NULL, NULL);
+  exo_node_join(node);
+  /* Loops hold boxes pointing at actors: free them first. A loop never started still
+   * owns the node's events on its base. */
+  if (node->rcv_ev)
+    event_free(node->rcv_ev);
+  if (node->hello_ev)
+    event_free(node->hello_ev);
+  for (size_t i = 0; i < node->n_actors; i++) /* init ran but the loop never did */
+    exo_actor_run_stop(node->actors[i]);
+  for (uint32_t i = 0; node->loops && i < node->n_loops; i++)
+    exo_loop_free(node->loops[i]);
+  for (size_t i = 0; i < node->n_actors; i++) {
+    free(node->actors[i]->state);
+    free(node->actors[i]);
+  }
+  free(node->actors);
+  free(node->loops);
+  if (node->pull >= 0)
+    nn_close(node->pull);
+  for (size_t i = 0; i < node->n_peers; i++) {
+    nn_close(node->peers[i]->sock);
+    free(node->peers[i]->addr);
+    free(node->peers[i]);
+  }
+  free(node->peers);
+  pthread_rwlock_destroy(&node->peers_mu);
+  exo_supervisor_free(node->sup);
+  free(node->listen);
+  free(node);
+}
+
+int exo_node_new(const struct exo_config *cfg, const struct exo_actor_kind *const *kinds,
+                 struct exo_node **out, char *err, size_t errlen)
+{
+  *out = NULL;
+  if (cfg->node_id_auto || cfg->node_id == 0) {
+    seterr(err, errlen, "%s: node id: `auto` needs the discovery layer; give a number",
+           cfg->path ? cfg->path : "config");
+    return -EINVAL;
+  }
+  struct exo_node_opts o = {.node_id = cfg->node_id, .listen = cfg->listen,
+                            .loops = cfg->loops, .supervision = cfg->supervision};
+  struct exo_node *node;
+  int rc = exo_node_new_opts(&o, &node, err, errlen);
+  if (rc < 0)
+    return rc;
+  node->cfg = cfg;
+  for (size_t i = 0; i < cfg->n_peers; i++) {
+    rc = exo_node_add_peer(node, cfg->peers[i]);
+    if (rc < 0) {
+      seterr(err, errlen, "%s: peers[%zu] %s: %s", cfg->path, i, cfg->peers[i], strerror(-rc));
+      goto fail;
+    }
+  }
+  for (size_t i = 0; i < cfg->n_actors; i++) {
+    const struct exo_actor_config *ac = &cfg->actors[i];
+    const struct exo_actor_kind *kind = NULL;
+    for (size_t k = 0; kinds && kinds[k]; k++)
+      if (strcmp(kinds[k]->name, ac->kind) == 0)
+        kind = kinds[k];
+    if (!kind) {
+      seterr(err, errlen, "%s:%d:%d: actors[%zu].kind: unknown kind \"%s\"", cfg->path,
+             ac->kind_pos.line, ac->kind_pos.col, i, ac->kind);
+      rc = -EINVAL;
+      goto fail;
+    }
+    rc = exo_node_spawn(node, ac->name, kind, ac->loop, ac, NULL, err, errlen);
+    if (rc < 0)
+      goto fail;
+  }
+  *out = node;
+  return 0;
+fail:
+  exo_node_free(node);
+  return rc;
+}
+
+void exo_node_set_escalate(struct exo_node *node, exo_node_escalate_fn fn, void *arg)
+{
+  node->escalate = fn;
+  node->escalate_arg = arg;
+}
+
+uint32_t exo_node_id(const struct exo_node *node)
+{
+  return node->id;
+}
+
+struct exo_loop *exo_node_loop(struct exo_node *node, uint32_t index)
+{
+  return index < node->n_loops ? node->loops[index] : NULL;
+}
+
+uint32_t exo_node_loop_count(const struct exo_node *node)
+{
+  return node->n_loops;
+}
+
+struct exo_actor *exo_node_find(struct exo_node *node, const char *name)
+{
+  struct exo_actor *a = exo_node_lookup(node, exo_actor_id(name));
+  return a && strcmp(a->name, name) == 0 ? a : NULL;
+}
+
+void exo_node_stats(const struct exo_node *node, struct exo_node_stats *out)
+{
+  struct exo_node_counters *c = (struct exo_node_counters *)&node->c;
+#define LD(f) out->f = atomic_load_explicit(&c->f, memory_order_relaxed)
+  LD(local_sent);
+  LD(remote_sent);
+  LD(remote_received);
+  LD(delivered);
+  LD(mailbox_full);
+  LD(send_failed);
+  LD(frames_malformed);
+  LD(frames_misrouted);
+  LD(dropped_dead);
+  LD(restarts);
+  LD(escalations);
+  LD(handler_failures);
+#undef LD
+}
