@@ -894,6 +894,8 @@ static int load_decoder(struct loadctx *c, const json_t *d, int depth, int *has_
 static int build_decode_table(struct exo_tokenizer *t)
 {
   size_t total = 0;
+  if (t->n_ids <= 0 || t->n_ids > EXO_TOK_MAX_ID)
+    return -EINVAL; /* checked at load; restated so allocation sizes are plainly bounded */
   for (int32_t id = 0; id < t->n_ids; id++)
     if (t->id_str[id])
       total += strlen(t->id_str[id]);

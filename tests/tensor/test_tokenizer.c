@@ -626,8 +626,9 @@ static size_t random_text(char *buf, size_t cap, int valid_only)
 {
   static const char *frags[] = {"<|im_start|>", "<|end_of_text|>", "<|begin_of_tex", " ",
                                 "  ", "\n", "\r\n", "\t", "'s", "'LL", "123456", "the",
-                                "\xc2\xa0", "\xe2\x80\x8b", "e\xcc\x81", "\xf0\x9f\x91\x8d"
-                                "\xf0\x9f\x8f\xbd", "\xe4\xb8\xad\xe6\x96\x87", "!?", "x"};
+                                "\xc2\xa0", "\xe2\x80\x8b", "e\xcc\x81",
+                                "\xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd", /* thumbs up, skin tone */
+                                "\xe4\xb8\xad\xe6\x96\x87", "!?", "x"};
   size_t n = 0, parts = rng() % 12;
   for (size_t p = 0; p < parts; p++) {
     uint32_t kind = rng() % 4;
@@ -694,6 +695,34 @@ static void fuzz_one(const char *tok_name, int iters)
   exo_tokenizer_free(tok);
 }
 
+/* Long runs (one regex match, one BPE word of 64 Ki symbols) encode and round-trip. */
+static void test_long_runs(void)
+{
+  struct exo_tokenizer *tok = load_fixture("tokenizer_llama3_split.json");
+  const size_t n = 64 * 1024;
+  const char fills[] = {' ', 'a', '7', '\n', '<', '\xc3'};
+  char *buf = malloc(n);
+  CHECK(tok != NULL);
+  for (size_t k = 0; tok && k < sizeof(fills); k++) {
+    if (fills[k] == '\xc3')
+      for (size_t i = 0; i < n; i += 2)
+        memcpy(buf + i, "\xc3\xa9", 2); /* e-acute */
+    else
+      memset(buf, fills[k], n);
+    int32_t *ids = NULL;
+    size_t nid = 0, tlen = 0;
+    char *text = NULL;
+    CHECK_INT_EQ(exo_tokenizer_encode(tok, buf, n, 0, &ids, &nid), 0);
+    CHECK(nid > 0 && nid <= n);
+    CHECK_INT_EQ(exo_tokenizer_decode(tok, ids, nid, 0, &text, &tlen), 0);
+    CHECK(text && tlen == n && memcmp(text, buf, n) == 0);
+    free(text);
+    free(ids);
+  }
+  free(buf);
+  exo_tokenizer_free(tok);
+}
+
 static void test_fuzz_roundtrip(void)
 {
   fuzz_one("tokenizer.json", 3000);
@@ -712,6 +741,7 @@ int main(void)
   EXO_RUN(test_load_errors);
   EXO_RUN(test_pipeline_pieces);
   EXO_RUN(test_add_prefix_space);
+  EXO_RUN(test_long_runs);
   EXO_RUN(test_fuzz_roundtrip);
   return exo_test_result();
 }
