@@ -137,19 +137,24 @@ int exo_node_send_remote(struct exo_node *node, uint32_t node_id, void *frame, s
   return peer_send(node, sock, frame);
 }
 
-static void hello_send(struct exo_node *node, struct exo_peer *p)
+/* HELLO payload: [u8 want_reply][listen address]. Periodic HELLOs want a reply; replies
+ * do not, so two nodes never bounce HELLOs forever, and a lost reply is repaired by the
+ * sender's next periodic HELLO. */
+static void hello_send(struct exo_node *node, struct exo_peer *p, bool want_reply)
 {
   size_t len = strlen(node->listen);
-  void *frame = nn_allocmsg(EXO_ENVELOPE_HEADER_SIZE + len, 0);
+  void *frame = nn_allocmsg(EXO_ENVELOPE_HEADER_SIZE + 1 + len, 0);
   if (!frame)
     return;
-  memcpy(exo_envelope_payload(frame), node->listen, len);
+  uint8_t *pl = exo_envelope_payload(frame);
+  pl[0] = want_reply;
+  memcpy(pl + 1, node->listen, len);
   struct exo_envelope env = {.type = EXO_MSG_HELLO, .src = {.node = node->id}};
-  if (exo_envelope_seal(&env, frame, EXO_ENVELOPE_HEADER_SIZE + len) < 0) {
+  if (exo_envelope_seal(&env, frame, EXO_ENVELOPE_HEADER_SIZE + 1 + len) < 0) {
     nn_freemsg(frame);
     return;
   }
-  /* EAGAIN while the connection is still being made: the timer retries. */
+  /* EAGAIN while the connection is still being made: the timer (or the peer's) retries. */
   if (nn_send(p->sock, &frame, NN_MSG, NN_DONTWAIT) < 0)
     nn_freemsg(frame);
 }
@@ -165,7 +170,7 @@ static void hello_tick(evutil_socket_t fd, short what, void *arg)
     struct exo_peer *p = node->peers[i];
     if (atomic_load(&p->node_id) != 0 || now < p->next_hello_ms)
       continue;
-    hello_send(node, p);
+    hello_send(node, p, true);
     p->next_hello_ms = now + p->hello_backoff_ms;
     if (p->hello_backoff_ms < HELLO_MAX_MS)
       p->hello_backoff_ms *= 2;
@@ -177,23 +182,25 @@ static void hello_received(struct exo_node *node, const struct exo_envelope *env
                            const void *payload)
 {
   char addr[256];
-  if (env->payload_len == 0 || env->payload_len >= sizeof addr || env->src.node == 0 ||
-      env->src.node == node->id) {
+  const uint8_t *pl = payload;
+  if (env->payload_len < 2 || env->payload_len > sizeof addr || pl[0] > 1 ||
+      env->src.node == 0 || env->src.node == node->id) {
     EXO_COUNT(node, frames_malformed);
     return;
   }
-  memcpy(addr, payload, env->payload_len);
-  addr[env->payload_len] = '\0';
+  memcpy(addr, pl + 1, env->payload_len - 1);
+  addr[env->payload_len - 1] = '\0';
   if (exo_node_add_peer(node, addr) < 0) {
     EXO_COUNT(node, frames_malformed);
     return;
   }
   pthread_rwlock_rdlock(&node->peers_mu);
   struct exo_peer *p = peer_find_addr_locked(node, addr);
-  uint32_t was = p ? atomic_exchange(&p->node_id, env->src.node) : 1;
-  /* First time we hear of it: answer, so it learns our id without waiting for its timer. */
-  if (p && was == 0 && node->listen)
-    hello_send(node, p);
+  if (p) {
+    atomic_store_explicit(&p->node_id, env->src.node, memory_order_release);
+    if (pl[0] && node->listen)
+      hello_send(node, p, false);
+  }
   pthread_rwlock_unlock(&node->peers_mu);
 }
 
