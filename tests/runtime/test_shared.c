@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -24,6 +25,7 @@ static atomic_int stop_flag;
 static atomic_int snaps_freed;
 static struct exo_rcu_cell *cell;
 static atomic_int reader_failures;
+static atomic_int readers_ready; /* readers past their first read */
 
 static void snap_free(void *p)
 {
@@ -52,7 +54,8 @@ static void *cell_reader(void *arg)
       last = ver;
     }
     exo_shared_read_unlock();
-    (*reads)++;
+    if ((*reads)++ == 0)
+      atomic_fetch_add(&readers_ready, 1);
   }
   exo_shared_thread_unregister();
   return NULL;
@@ -63,6 +66,7 @@ static void test_cell_versions(void)
   atomic_store(&stop_flag, 0);
   atomic_store(&snaps_freed, 0);
   atomic_store(&reader_failures, 0);
+  atomic_store(&readers_ready, 0);
   cell = exo_rcu_cell_new(snap_free);
   CHECK(cell != NULL);
   if (!cell)
@@ -78,6 +82,10 @@ static void test_cell_versions(void)
   long reads[READERS] = {0};
   for (int i = 0; i < READERS; i++)
     pthread_create(&th[i], NULL, cell_reader, &reads[i]);
+  /* On 2 busy vCPUs the writer could finish before a reader runs at all; start racing
+   * only once every reader is in its loop. */
+  while (atomic_load(&readers_ready) < READERS)
+    sched_yield();
   for (uint64_t v = 1; v <= VERSIONS; v++) {
     struct snap *s = malloc(sizeof *s);
     s->version = v;
