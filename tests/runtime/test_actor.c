@@ -193,10 +193,46 @@ static void test_addr_parse(void)
   CHECK_INT_EQ(exo_addr_parse("", 1, &a), -EINVAL);
 }
 
+static void test_node_from_config(void)
+{
+  static const char yaml[] = "cluster: t\nnode:\n  id: 9\nloops: 2\nactors:\n"
+                             "  - {name: ping, kind: ping, loop: 0}\n"
+                             "  - {name: pong, kind: pong, loop: 1}\n"
+                             "supervision: {strategy: one_for_all, intensity: 2, period_ms: 100}\n";
+  const char *kind_names[] = {"ping", "pong", NULL};
+  const struct exo_actor_kind *kinds[] = {&ping_kind, &pong_kind, NULL};
+  struct exo_config *cfg = NULL;
+  char err[256] = "";
+  CHECK_INT_EQ(exo_config_parse(yaml, sizeof yaml - 1, "t.yaml", kind_names, &cfg, err,
+                                sizeof err), 0);
+  if (!cfg) {
+    fprintf(stderr, "  %s\n", err);
+    return;
+  }
+  struct exo_node *node = NULL;
+  const struct exo_actor_kind *only_ping[] = {&ping_kind, NULL};
+  CHECK_INT_EQ(exo_node_new(cfg, only_ping, &node, err, sizeof err), -EINVAL);
+  CHECK_STR_CONTAINS(err, "t.yaml:7:");
+  CHECK_STR_CONTAINS(err, "unknown kind \"pong\"");
+  atomic_store(&rounds_done, 0);
+  CHECK_INT_EQ(exo_node_new(cfg, kinds, &node, err, sizeof err), 0);
+  if (node) {
+    CHECK_INT_EQ(exo_node_id(node), 9);
+    CHECK_INT_EQ(exo_node_loop_count(node), 2);
+    CHECK(exo_node_find(node, "pong") != NULL);
+    CHECK(exo_node_find(node, "nope") == NULL);
+    CHECK_INT_EQ(exo_node_start(node, err, sizeof err), 0);
+    CHECK(wait_for(&rounds_done, ROUNDS, 5000));
+    exo_node_free(node);
+  }
+  exo_config_free(cfg);
+}
+
 int main(void)
 {
   EXO_RUN(test_pingpong_two_loops);
   EXO_RUN(test_mailbox_timer_exit);
   EXO_RUN(test_addr_parse);
+  EXO_RUN(test_node_from_config);
   return exo_test_result();
 }
