@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "tensor/dtype.h"
@@ -528,6 +529,33 @@ static void test_writer_round_trip(void)
   CHECK_STR_CONTAINS(err, "hidden 32 is not divisible by heads 5");
 }
 
+/* The exo-actors make-model command writes what the library writer writes. */
+static void test_make_model_cli(void)
+{
+  const char *root = getenv("EXO_BUILD_ROOT");
+  if (!root) {
+    fprintf(stderr, "  EXO_BUILD_ROOT unset: run through meson test\n");
+    CHECK(root != NULL);
+    return;
+  }
+  char cmd[1536];
+  snprintf(cmd, sizeof cmd, "'%s/actors/exo-actors' make-model --out '%s' --hidden 32 "
+           "--intermediate 48 --layers 3 --heads 4 --kv-heads 2 --vocab 96 --dtype bf16 "
+           "--seed 42 --arch qwen2 --tie --shards 2 > /dev/null", root, tmp("cli"));
+  CHECK_INT_EQ(system(cmd), 0);
+  struct exo_model_spec s = small_spec(EXO_MODEL_ARCH_QWEN2, EXO_DTYPE_BF16);
+  struct exo_model *lib = write_and_load("clilib", &s);
+  struct exo_model *cli = load_ok(tmp("cli"), 0, -1);
+  if (lib && cli)
+    CHECK(model_equal(lib, cli));
+  exo_model_free(lib);
+  exo_model_free(cli);
+  snprintf(cmd, sizeof cmd, "'%s/actors/exo-actors' make-model --out '%s' --hidden 32 "
+           "--layers 3 2> /dev/null", root, tmp("cli2"));
+  int st = system(cmd);
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2); /* --intermediate missing */
+}
+
 static void test_damaged_models(void)
 {
   struct exo_model_spec s = small_spec(EXO_MODEL_ARCH_LLAMA, EXO_DTYPE_F32);
@@ -650,6 +678,7 @@ int main(void)
   EXO_RUN(test_legacy_config);
   EXO_RUN(test_config_variants);
   EXO_RUN(test_writer_round_trip);
+  EXO_RUN(test_make_model_cli);
   EXO_RUN(test_damaged_models);
   EXO_RUN(test_half_model_rss);
   char cmd[300];
