@@ -177,7 +177,7 @@ static int send_common(struct exo_node *node, struct exo_envelope *env, const vo
         goto fail;
       }
       box->nn_frame = NULL;
-      if (len)
+      if (len && copy)
         memcpy(box + 1, copy, len);
       box->msg.payload = box + 1;
     }
@@ -197,7 +197,7 @@ static int send_common(struct exo_node *node, struct exo_envelope *env, const vo
       rc = -ENOMEM;
       goto fail;
     }
-    if (len)
+    if (len && copy)
       memcpy(exo_envelope_payload(frame), copy, len);
   }
   rc = exo_envelope_seal(env, frame, EXO_ENVELOPE_HEADER_SIZE + len);
