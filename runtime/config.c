@@ -327,7 +327,7 @@ static int node_pair(struct walker *w, void *ctx, yaml_node_t *k, yaml_node_t *v
       cfg->node_id = 0;
       return 0;
     }
-    return get_u32(w, v, "node.id", 0, UINT32_MAX, &cfg->node_id);
+    return get_u32(w, v, "node.id", 1, UINT32_MAX, &cfg->node_id); /* 0 means "no node" on the wire */
   }
   return get_address(w, v, "node.listen", &cfg->listen);
 }

@@ -78,6 +78,7 @@ static void test_error_inline(void)
   expect_text_error("cluster: demo\nnode: {id: 1}\nloops: 0\n", "3:8",
                     "loops: 0 out of range 1..256");
   expect_text_error("cluster: demo\nnode: {id: -1}\n", "2:12", "node.id: -1 out of range");
+  expect_text_error("cluster: demo\nnode: {id: 0}\n", "2:12", "node.id: 0 out of range 1..");
   expect_text_error("cluster: demo\nnode: {id: 4294967296}\n", "2:12",
                     "node.id: 4294967296 out of range");
   expect_text_error("cluster: [a]\nnode: {id: 1}\n", "1:10",
