@@ -16,6 +16,7 @@ static const struct exo_command exo_commands[] = {
   /* one line per subcommand; keep in sync with commands.h and meson.build */
   {"check", exo_cmd_check, "validate actor-graph configs and print the resolved graph"},
   {"generate", exo_cmd_generate, "generate text with a whole model on this node"},
+  {"run", exo_cmd_run, "serve as one node of a cluster from a config file"},
   {"make-model", exo_cmd_make_model, "write a seeded random model directory (tests, benchmarks)"},
 };
 

@@ -1,0 +1,40 @@
+/* actors/local_cluster.h: K `exo-actors run` child processes on loopback, each from a
+ * generated config (temp dir, ports picked by the kernel), for `generate --nodes K` and
+ * the integration tests. Owns the children and the temp dir: free stops them (SIGTERM,
+ * then SIGKILL after a grace period), reaps them and removes the dir, and each child dies
+ * with its parent (PR_SET_PDEATHSIG), so none is left orphaned. Must not know the
+ * protocol: readiness beyond "still running" is the caller's check. */
+#ifndef EXO_ACTORS_LOCAL_CLUSTER_H
+#define EXO_ACTORS_LOCAL_CLUSTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define EXO_LOCAL_CLUSTER_MAX 16
+
+struct exo_local_cluster;
+
+struct exo_local_cluster_opts {
+  const char *exe;       /* the exo-actors binary */
+  int n_nodes;           /* 1..EXO_LOCAL_CLUSTER_MAX */
+  uint32_t first_id;     /* node ids first_id .. first_id + n_nodes - 1 */
+  const char *model;     /* written as each config's `model` (may be NULL) */
+  const char *log_level; /* "warn" when NULL */
+};
+
+/* Picks a free tcp port on 127.0.0.1 (bind to port 0, read it back, close). */
+int exo_local_cluster_pick_port(int *port);
+
+/* Writes the configs and starts the children. Returns 0 or -errno with err filled. */
+int exo_local_cluster_start(const struct exo_local_cluster_opts *opts,
+                            struct exo_local_cluster **out, char *err, size_t errlen);
+int exo_local_cluster_size(const struct exo_local_cluster *c);
+uint32_t exo_local_cluster_node_id(const struct exo_local_cluster *c, int i);
+const char *exo_local_cluster_addr(const struct exo_local_cluster *c, int i);
+/* 0 while every child runs; -ECHILD when one has exited (err names it, its status and the
+ * last line of its log). */
+int exo_local_cluster_check(struct exo_local_cluster *c, char *err, size_t errlen);
+/* Stops, reaps, removes the temp dir. NULL ok. */
+void exo_local_cluster_free(struct exo_local_cluster *c);
+
+#endif

@@ -1,0 +1,651 @@
+/* actors/shard_worker.c: actor kind "shard-worker": runs layers [a, b) of a model for
+ * every request in flight, one KV cache per request, and when b == L samples beside the
+ * logits. Must not block on the network, keep logits past a step, or trust a frame.
+ *
+ * Protocol (types in shard_worker.h; every message carries the live epoch, others are
+ * dropped and counted):
+ *   MAP(epoch, ranges, model)  -> load own range (free all requests), READY to sender
+ *   PROMPT(req)                -> keep params (+ history if last), forward PROMPT to the
+ *                                 next stage (same socket as HIDDEN: it arrives first);
+ *                                 first stage: prefill the whole history
+ *   HIDDEN(req, pos, rows)     -> run own layers; HIDDEN to next, or sample -> TOKEN
+ *   TOKEN(req, pos, id)        -> (first stage) decode step for id at pos; final: free
+ *   CANCEL(req)                -> free the request
+ * The sampler is co-located in the last stage rather than a separate actor: the logits
+ * (vocab floats) would otherwise be copied through a mailbox every step for nothing. */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "actors/shard_worker.h"
+#include "runtime/log.h"
+#include "tensor/forward.h"
+#include "tensor/model.h"
+#include "tensor/sample.h"
+
+#define EXO_SHARD_MAX_REQS 64u
+#define SLOG(level, ...) exo_log(level, NULL, "shard-worker", __VA_ARGS__)
+
+void exo_gen_put_u32(uint8_t *p, uint32_t v)
+{
+  for (int i = 0; i < 4; i++)
+    p[i] = (uint8_t)(v >> (8 * i));
+}
+void exo_gen_put_u64(uint8_t *p, uint64_t v)
+{
+  for (int i = 0; i < 8; i++)
+    p[i] = (uint8_t)(v >> (8 * i));
+}
+uint32_t exo_gen_get_u32(const uint8_t *p)
+{
+  uint32_t v = 0;
+  for (int i = 0; i < 4; i++)
+    v |= (uint32_t)p[i] << (8 * i);
+  return v;
+}
+uint64_t exo_gen_get_u64(const uint8_t *p)
+{
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++)
+    v |= (uint64_t)p[i] << (8 * i);
+  return v;
+}
+void exo_gen_put_f32(uint8_t *p, float v)
+{
+  uint32_t u;
+  memcpy(&u, &v, 4);
+  exo_gen_put_u32(p, u);
+}
+float exo_gen_get_f32(const uint8_t *p)
+{
+  uint32_t u = exo_gen_get_u32(p);
+  float v;
+  memcpy(&v, &u, 4);
+  return v;
+}
+void exo_gen_put_stages(uint8_t *p, const struct exo_gen_stage *s, uint32_t n)
+{
+  memset(p, 0, EXO_GEN_STAGES_WIRE);
+  for (uint32_t i = 0; i < n && i < EXO_GEN_MAX_STAGES; i++) {
+    uint8_t *q = p + i * EXO_GEN_STAGE_WIRE;
+    exo_gen_put_u32(q, s[i].node);
+    exo_gen_put_u64(q + 8, s[i].transfer_in_ns);
+    exo_gen_put_u64(q + 16, s[i].compute_ns);
+  }
+}
+void exo_gen_get_stages(const uint8_t *p, struct exo_gen_stage *s, uint32_t n)
+{
+  for (uint32_t i = 0; i < n && i < EXO_GEN_MAX_STAGES; i++) {
+    const uint8_t *q = p + i * EXO_GEN_STAGE_WIRE;
+    s[i].node = exo_gen_get_u32(q);
+    s[i].transfer_in_ns = exo_gen_get_u64(q + 8);
+    s[i].compute_ns = exo_gen_get_u64(q + 16);
+  }
+}
+uint64_t exo_gen_now_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+struct shard_req {
+  bool used;
+  uint64_t id;
+  struct exo_addr origin;
+  struct exo_kv_cache *kv;
+  struct exo_sample_params sp;
+  uint64_t sample_key;
+  uint32_t max_tokens, n_new;
+  size_t n_prompt, n_hist, cap;
+  int32_t *hist; /* last stage only: prompt + generated */
+};
+
+struct shard_state {
+  const char *model_default; /* option or config `model`; owned by cfg */
+  char model_dir[EXO_GEN_MAX_PATH + 1];
+  struct exo_model *m;
+  struct exo_forward_scratch *scratch;
+  struct exo_sampler *sampler; /* last stage only */
+  uint64_t epoch;
+  bool live;
+  uint32_t n_ranges;
+  struct exo_gen_range ranges[EXO_GEN_MAX_RANGES];
+  int me; /* index into ranges, -1 when this shard has no range */
+  struct exo_addr next, first;
+  bool is_first, is_last;
+  float *out;     /* forward output */
+  size_t out_cap; /* floats */
+  float *in;      /* aligned copy of a HIDDEN payload */
+  size_t in_cap;
+  uint64_t dropped; /* stale epoch, unknown request, malformed */
+  struct shard_req reqs[EXO_SHARD_MAX_REQS];
+};
+
+static void req_free(struct shard_req *r)
+{
+  exo_kv_cache_free(r->kv);
+  free(r->hist);
+  memset(r, 0, sizeof *r);
+}
+
+static struct shard_req *req_find(struct shard_state *s, uint64_t id)
+{
+  for (unsigned i = 0; i < EXO_SHARD_MAX_REQS; i++)
+    if (s->reqs[i].used && s->reqs[i].id == id)
+      return &s->reqs[i];
+  return NULL;
+}
+
+/* Finds or creates the request (with an empty KV cache). NULL when full or OOM. */
+static struct shard_req *req_get(struct shard_state *s, uint64_t id)
+{
+  struct shard_req *r = req_find(s, id);
+  if (r)
+    return r;
+  for (unsigned i = 0; i < EXO_SHARD_MAX_REQS; i++) {
+    if (s->reqs[i].used)
+      continue;
+    r = &s->reqs[i];
+    int max_pos = s->m->cfg.max_position_embeddings > 0 ? s->m->cfg.max_position_embeddings
+                                                         : 4096;
+    if (exo_forward_kv_new(s->m, 0, max_pos, &r->kv))
+      return NULL;
+    r->used = true;
+    r->id = id;
+    return r;
+  }
+  return NULL;
+}
+
+static void unload(struct shard_state *s)
+{
+  for (unsigned i = 0; i < EXO_SHARD_MAX_REQS; i++)
+    if (s->reqs[i].used)
+      req_free(&s->reqs[i]);
+  exo_sampler_free(s->sampler);
+  exo_forward_scratch_free(s->scratch);
+  exo_model_free(s->m);
+  s->sampler = NULL;
+  s->scratch = NULL;
+  s->m = NULL;
+  s->live = false;
+  s->me = -1;
+}
+
+static int shard_init(struct exo_actor *self, void *state, const struct exo_config *cfg,
+                      const struct exo_actor_config *opts, char *err, size_t errlen)
+{
+  (void)self;
+  struct shard_state *s = state;
+  s->me = -1;
+  s->model_default = cfg ? cfg->model : NULL;
+  if (opts && cfg) {
+    static const char *const allowed[] = {"model", NULL};
+    int rc = exo_config_check_options(cfg, opts, allowed, err, errlen);
+    if (rc)
+      return rc;
+    if ((rc = exo_config_option_str(cfg, opts, "model", s->model_default, &s->model_default,
+                                    err, errlen)))
+      return rc;
+  }
+  return 0;
+}
+
+static void shard_stop(struct exo_actor *self, void *state)
+{
+  (void)self;
+  struct shard_state *s = state;
+  unload(s);
+  free(s->out);
+  free(s->in);
+  s->out = s->in = NULL;
+}
+
+static void send_ready(struct exo_actor *self, const struct exo_msg *msg, int status,
+                       const char *text)
+{
+  uint8_t buf[4 + 400];
+  size_t n = strlen(text);
+  if (n > 400)
+    n = 400;
+  exo_gen_put_u32(buf, (uint32_t)status);
+  memcpy(buf + 4, text, n);
+  struct exo_envelope env = {.type = EXO_GEN_MSG_READY, .dst = msg->env.src,
+                             .epoch = msg->env.epoch};
+  void *p = exo_msg_alloc(4 + n);
+  if (!p)
+    return;
+  memcpy(p, buf, 4 + n);
+  int rc = exo_actor_send_buf(self, &env, &p, 4 + n);
+  if (rc)
+    SLOG(EXO_LOG_WARN, "READY to node %u: %s", msg->env.src.node,
+            strerror(-rc));
+}
+
+static int on_map(struct exo_actor *self, struct shard_state *s, const struct exo_msg *msg)
+{
+  const uint8_t *p = msg->payload;
+  size_t len = msg->env.payload_len;
+  char err[512] = "";
+  if (len < EXO_GEN_MAP_HEAD) {
+    send_ready(self, msg, -EPROTO, "MAP: payload shorter than its 8-byte head");
+    return 0;
+  }
+  uint32_t n = exo_gen_get_u32(p), path_len = exo_gen_get_u32(p + 4);
+  if (n < 1 || n > EXO_GEN_MAX_RANGES || path_len > EXO_GEN_MAX_PATH ||
+      len != EXO_GEN_MAP_HEAD + 16ull * n + path_len) {
+    snprintf(err, sizeof err, "MAP: %u ranges, path of %u bytes do not fit a payload of %zu",
+             n, path_len, len);
+    send_ready(self, msg, -EPROTO, err);
+    return 0;
+  }
+  unload(s);
+  s->epoch = msg->env.epoch;
+  s->n_ranges = n;
+  for (uint32_t i = 0; i < n; i++) {
+    const uint8_t *q = p + EXO_GEN_MAP_HEAD + 16 * i;
+    s->ranges[i] = (struct exo_gen_range){exo_gen_get_u32(q), exo_gen_get_u32(q + 4),
+                                          exo_gen_get_u32(q + 8), exo_gen_get_u32(q + 12)};
+  }
+  if (path_len) {
+    memcpy(s->model_dir, p + EXO_GEN_MAP_HEAD + 16 * n, path_len);
+    s->model_dir[path_len] = '\0';
+  } else if (s->model_default) {
+    snprintf(s->model_dir, sizeof s->model_dir, "%s", s->model_default);
+  } else {
+    send_ready(self, msg, -EINVAL, "MAP names no model and this shard has no `model` option");
+    return 0;
+  }
+  struct exo_model_config mc;
+  int rc = exo_model_config_load(s->model_dir, &mc, err, sizeof err);
+  if (rc) {
+    send_ready(self, msg, rc, err);
+    return 0;
+  }
+  struct exo_addr me = exo_actor_addr(self);
+  uint32_t expect = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    const struct exo_gen_range *r = &s->ranges[i];
+    if (r->a != expect || r->b <= r->a || r->b > (uint32_t)mc.n_layers) {
+      snprintf(err, sizeof err, "MAP: range %u is [%u, %u); expected it to start at %u and "
+               "end in (%u, %d]", i, r->a, r->b, expect, r->a, mc.n_layers);
+      send_ready(self, msg, -EINVAL, err);
+      return 0;
+    }
+    expect = r->b;
+    if (r->node == me.node && r->actor == me.actor) {
+      if (s->me >= 0) {
+        send_ready(self, msg, -EINVAL, "MAP: this shard appears twice");
+        return 0;
+      }
+      s->me = (int)i;
+    }
+  }
+  if (expect != (uint32_t)mc.n_layers) {
+    snprintf(err, sizeof err, "MAP: ranges end at layer %u; the model has %d", expect,
+             mc.n_layers);
+    send_ready(self, msg, -EINVAL, err);
+    return 0;
+  }
+  if (s->me >= 0) {
+    const struct exo_gen_range *r = &s->ranges[s->me];
+    if ((rc = exo_model_load(s->model_dir, (int)r->a, (int)r->b, &s->m, err, sizeof err))) {
+      send_ready(self, msg, rc, err);
+      return 0;
+    }
+    if ((rc = exo_forward_scratch_new(s->m, 16, 256, &s->scratch, err, sizeof err))) {
+      unload(s);
+      send_ready(self, msg, rc, err);
+      return 0;
+    }
+    s->is_first = r->a == 0;
+    s->is_last = r->b == (uint32_t)mc.n_layers;
+    s->first = (struct exo_addr){s->ranges[0].node, s->ranges[0].actor};
+    if (!s->is_last)
+      s->next = (struct exo_addr){s->ranges[s->me + 1].node, s->ranges[s->me + 1].actor};
+    if (s->is_last && exo_sampler_new(mc.vocab_size, &s->sampler)) {
+      unload(s);
+      send_ready(self, msg, -ENOMEM, "out of memory for the sampler");
+      return 0;
+    }
+  }
+  s->live = true;
+  SLOG(EXO_LOG_INFO, "epoch %" PRIu64 ": %s", s->epoch,
+          s->me >= 0 ? "range loaded" : "no range here");
+  send_ready(self, msg, 0, s->me >= 0 ? "loaded" : "idle");
+  return 0;
+}
+
+static int grow(float **buf, size_t *cap, size_t n)
+{
+  if (n <= *cap)
+    return 0;
+  float *p = realloc(*buf, n * sizeof *p);
+  if (!p)
+    return -ENOMEM;
+  *buf = p;
+  *cap = n;
+  return 0;
+}
+
+/* Tells the origin that req failed at this stage (it fails the generation). */
+static void send_error(struct exo_actor *self, struct shard_state *s, struct exo_addr origin,
+                       uint64_t req, int rc)
+{
+  uint8_t buf[EXO_GEN_TOKEN_SIZE] = {0};
+  exo_gen_put_u32(buf, (uint32_t)rc);
+  exo_gen_put_u32(buf + 4, EXO_GEN_TOKEN_FINAL | EXO_GEN_TOKEN_ERROR);
+  exo_gen_put_u64(buf + 16, exo_gen_now_ns());
+  struct exo_envelope env = {.type = EXO_GEN_MSG_TOKEN, .dst = origin, .epoch = s->epoch,
+                             .request_id = req};
+  void *p = exo_msg_alloc(sizeof buf);
+  if (!p)
+    return;
+  memcpy(p, buf, sizeof buf);
+  (void)exo_actor_send_buf(self, &env, &p, sizeof buf);
+}
+
+/* Runs this shard's layers on n rows at pos (tokens when first, else hidden) and passes
+ * the result on. stages[0..n_stages) are the timings so far, this stage's transfer_in
+ * already filled at stages[n_stages - 1]. */
+static int run_step(struct exo_actor *self, struct shard_state *s, struct shard_req *r,
+                    const int32_t *tokens, const float *hidden, int n, int pos,
+                    struct exo_gen_stage *stages, uint32_t n_stages)
+{
+  char err[256] = "";
+  const int H = s->m->cfg.hidden_size, V = s->m->cfg.vocab_size;
+  uint64_t t0 = exo_gen_now_ns();
+  struct exo_forward_seq seq = {.kv = r->kv, .n_tokens = n, .start_pos = pos};
+  struct exo_forward_batch b = {.n_seqs = 1, .seqs = &seq, .tokens = tokens,
+                                .hidden_in = hidden, .logits_last_only = 1};
+  size_t rows = (size_t)exo_forward_out_rows(s->m, &b);
+  size_t cols = (size_t)exo_forward_out_cols(s->m, &b);
+  if (grow(&s->out, &s->out_cap, rows * cols))
+    return -ENOMEM;
+  int rc = exo_forward(s->m, &b, s->out, s->scratch, err, sizeof err);
+  if (rc) {
+    SLOG(EXO_LOG_WARN, "request %" PRIu64 ": forward: %s", r->id, err);
+    send_error(self, s, r->origin, r->id, rc);
+    req_free(r);
+    return 0;
+  }
+  struct exo_gen_stage *me = &stages[n_stages - 1];
+  if (!s->is_last) {
+    me->compute_ns = exo_gen_now_ns() - t0;
+    size_t len = EXO_GEN_HIDDEN_HEAD + rows * cols * sizeof(float);
+    uint8_t *p = exo_msg_alloc(len);
+    if (!p)
+      return -ENOMEM;
+    exo_gen_put_u32(p, (uint32_t)pos);
+    exo_gen_put_u32(p + 4, (uint32_t)rows);
+    exo_gen_put_u32(p + 8, (uint32_t)H);
+    exo_gen_put_u32(p + 12, n_stages);
+    exo_gen_put_stages(p + 16, stages, n_stages);
+    memcpy(p + EXO_GEN_HIDDEN_HEAD, s->out, rows * cols * sizeof(float));
+    exo_gen_put_u64(p + 16 + EXO_GEN_STAGES_WIRE, exo_gen_now_ns());
+    struct exo_envelope env = {.type = EXO_GEN_MSG_HIDDEN, .dst = s->next, .epoch = s->epoch,
+                               .request_id = r->id, .seq = (uint64_t)pos};
+    void *vp = p;
+    rc = exo_actor_send_buf(self, &env, &vp, len);
+    if (rc) {
+      SLOG(EXO_LOG_WARN, "HIDDEN to node %u: %s", s->next.node,
+              strerror(-rc));
+      send_error(self, s, r->origin, r->id, rc);
+      req_free(r);
+    }
+    return 0;
+  }
+  /* Last stage: sample beside the logits. */
+  if (r->n_hist + 1 > r->cap) {
+    size_t cap = r->cap ? r->cap * 2 : 64;
+    int32_t *h = realloc(r->hist, cap * sizeof *h);
+    if (!h)
+      return -ENOMEM;
+    r->hist = h;
+    r->cap = cap;
+  }
+  int32_t id;
+  rc = exo_sampler_sample(s->sampler, &r->sp, s->out, r->hist, r->n_hist, r->n_prompt,
+                          r->sample_key, (int64_t)r->n_hist, &id);
+  if (rc) {
+    send_error(self, s, r->origin, r->id, rc);
+    req_free(r);
+    return 0;
+  }
+  (void)V;
+  uint64_t position = r->n_hist;
+  r->hist[r->n_hist++] = id;
+  r->n_new++;
+  bool eos = false;
+  for (int i = 0; i < s->m->cfg.n_eos_ids; i++)
+    eos |= s->m->cfg.eos_token_ids[i] == id;
+  int max_pos = s->m->cfg.max_position_embeddings > 0 ? s->m->cfg.max_position_embeddings : 4096;
+  bool final = eos || r->n_new >= r->max_tokens || r->n_hist >= (size_t)max_pos;
+  me->compute_ns = exo_gen_now_ns() - t0;
+  uint8_t buf[EXO_GEN_TOKEN_SIZE] = {0};
+  exo_gen_put_u32(buf, (uint32_t)id);
+  exo_gen_put_u32(buf + 4, final ? EXO_GEN_TOKEN_FINAL : 0);
+  exo_gen_put_u64(buf + 8, position);
+  exo_gen_put_u32(buf + 24, n_stages);
+  exo_gen_put_stages(buf + EXO_GEN_TOKEN_HEAD, stages, n_stages);
+  struct exo_addr origin = r->origin;
+  uint64_t req_id = r->id;
+  if (final)
+    req_free(r);
+  /* the first stage starts the next step at once; the origin only records */
+  struct exo_addr dsts[2] = {s->first, origin};
+  for (int i = 0; i < 2; i++) {
+    if (i == 0 && final && s->is_first) /* one stage: its request is already freed */
+      continue;
+    exo_gen_put_u64(buf + 16, exo_gen_now_ns());
+    struct exo_envelope env = {.type = EXO_GEN_MSG_TOKEN, .dst = dsts[i], .epoch = s->epoch,
+                               .request_id = req_id, .seq = position};
+    void *p = exo_msg_alloc(sizeof buf);
+    if (!p)
+      return -ENOMEM;
+    memcpy(p, buf, sizeof buf);
+    rc = exo_actor_send_buf(self, &env, &p, sizeof buf);
+    if (rc)
+      SLOG(EXO_LOG_WARN, "TOKEN to node %u: %s", dsts[i].node, strerror(-rc));
+  }
+  return 0;
+}
+
+static int on_prompt(struct exo_actor *self, struct shard_state *s, const struct exo_msg *msg)
+{
+  const uint8_t *p = msg->payload;
+  size_t len = msg->env.payload_len;
+  uint32_t n = len >= EXO_GEN_PROMPT_HEAD ? exo_gen_get_u32(p + 48) : 0;
+  if (len < EXO_GEN_PROMPT_HEAD || n < 1 || len != EXO_GEN_PROMPT_HEAD + 4ull * n ||
+      msg->env.request_id == 0) {
+    SLOG(EXO_LOG_WARN, "malformed PROMPT (%zu bytes) dropped", len);
+    s->dropped++;
+    return 0;
+  }
+  struct exo_addr origin = {exo_gen_get_u32(p + 52), exo_gen_get_u32(p + 56)};
+  uint64_t req_id = msg->env.request_id;
+  if (req_find(s, req_id)) { /* a re-issue: start over from the history */
+    req_free(req_find(s, req_id));
+  }
+  struct shard_req *r = req_get(s, req_id);
+  if (!r) {
+    send_error(self, s, origin, req_id, -ENOBUFS);
+    return 0;
+  }
+  r->origin = origin;
+  struct exo_sample_params *sp = &r->sp;
+  sp->temperature = exo_gen_get_f32(p);
+  sp->top_k = (int)exo_gen_get_u32(p + 4);
+  sp->top_p = exo_gen_get_f32(p + 8);
+  sp->min_p = exo_gen_get_f32(p + 12);
+  sp->repetition_penalty = exo_gen_get_f32(p + 16);
+  sp->presence_penalty = exo_gen_get_f32(p + 20);
+  sp->frequency_penalty = exo_gen_get_f32(p + 24);
+  r->max_tokens = exo_gen_get_u32(p + 28);
+  sp->seed = exo_gen_get_u64(p + 32);
+  r->sample_key = exo_gen_get_u64(p + 40);
+  r->n_prompt = n;
+  char err[200];
+  int max_pos = s->m->cfg.max_position_embeddings > 0 ? s->m->cfg.max_position_embeddings : 4096;
+  if (exo_sample_params_check(sp, err, sizeof err) || r->max_tokens < 1 || n >= (uint32_t)max_pos) {
+    SLOG(EXO_LOG_WARN, "PROMPT %" PRIu64 " refused (bad sampling params, "
+            "max_tokens or length %u)", req_id, n);
+    send_error(self, s, origin, req_id, -EINVAL);
+    req_free(r);
+    return 0;
+  }
+  int32_t *tok = malloc((size_t)n * sizeof *tok);
+  if (!tok) {
+    req_free(r);
+    return -ENOMEM;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    tok[i] = (int32_t)exo_gen_get_u32(p + EXO_GEN_PROMPT_HEAD + 4 * i);
+    if (tok[i] < 0 || tok[i] >= s->m->cfg.vocab_size) {
+      free(tok);
+      send_error(self, s, origin, req_id, -EINVAL);
+      req_free(r);
+      return 0;
+    }
+  }
+  if (s->is_last) {
+    r->hist = tok;
+    r->n_hist = r->cap = n;
+  }
+  if (!s->is_last) { /* ahead of our HIDDEN on the same socket */
+    struct exo_envelope env = {.type = EXO_GEN_MSG_PROMPT, .dst = s->next, .epoch = s->epoch,
+                               .request_id = req_id};
+    void *fw = exo_msg_alloc(len);
+    if (!fw) {
+      free(tok);
+      return -ENOMEM;
+    }
+    memcpy(fw, msg->payload, len);
+    int rc = exo_actor_send_buf(self, &env, &fw, len);
+    if (rc)
+      SLOG(EXO_LOG_WARN, "PROMPT to node %u: %s", s->next.node, strerror(-rc));
+  }
+  int rc = 0;
+  if (s->is_first) {
+    struct exo_gen_stage st = {.node = exo_actor_addr(self).node};
+    rc = run_step(self, s, r, tok, NULL, (int)n, 0, &st, 1);
+  }
+  if (!s->is_last)
+    free(tok);
+  return rc;
+}
+
+static int on_hidden(struct exo_actor *self, struct shard_state *s, const struct exo_msg *msg)
+{
+  uint64_t now = exo_gen_now_ns();
+  const uint8_t *p = msg->payload;
+  size_t len = msg->env.payload_len;
+  if (len < EXO_GEN_HIDDEN_HEAD) {
+    s->dropped++;
+    return 0;
+  }
+  uint32_t pos = exo_gen_get_u32(p), rows = exo_gen_get_u32(p + 4), H = exo_gen_get_u32(p + 8),
+           n_st = exo_gen_get_u32(p + 12);
+  if (s->is_first || rows < 1 || rows > (1u << 20) || H != (uint32_t)s->m->cfg.hidden_size ||
+      n_st < 1 || n_st >= EXO_GEN_MAX_STAGES || pos > INT_MAX ||
+      len != EXO_GEN_HIDDEN_HEAD + (size_t)rows * H * sizeof(float)) {
+    SLOG(EXO_LOG_WARN, "malformed HIDDEN (%zu bytes) dropped", len);
+    s->dropped++;
+    return 0;
+  }
+  struct shard_req *r = s->is_last ? req_find(s, msg->env.request_id)
+                                   : req_get(s, msg->env.request_id);
+  if (!r || (s->is_last && !r->hist) || (uint32_t)r->kv->n_pos != pos) {
+    SLOG(EXO_LOG_WARN, "HIDDEN for request %" PRIu64 " at %u: no such request "
+            "or position (dropped)", msg->env.request_id, pos);
+    s->dropped++;
+    return 0;
+  }
+  struct exo_gen_stage st[EXO_GEN_MAX_STAGES];
+  exo_gen_get_stages(p + 16, st, n_st);
+  st[n_st] = (struct exo_gen_stage){.node = exo_actor_addr(self).node,
+                                    .transfer_in_ns =
+                                        now - exo_gen_get_u64(p + 16 + EXO_GEN_STAGES_WIRE)};
+  size_t nf = (size_t)rows * H;
+  if (grow(&s->in, &s->in_cap, nf))
+    return -ENOMEM;
+  memcpy(s->in, p + EXO_GEN_HIDDEN_HEAD, nf * sizeof(float)); /* frames are not float-aligned */
+  return run_step(self, s, r, NULL, s->in, (int)rows, (int)pos, st, n_st + 1);
+}
+
+static int on_token(struct exo_actor *self, struct shard_state *s, const struct exo_msg *msg)
+{
+  uint64_t now = exo_gen_now_ns();
+  const uint8_t *p = msg->payload;
+  if (msg->env.payload_len != EXO_GEN_TOKEN_SIZE || !s->is_first) {
+    s->dropped++;
+    return 0;
+  }
+  struct shard_req *r = req_find(s, msg->env.request_id);
+  if (!r) {
+    s->dropped++;
+    return 0;
+  }
+  uint32_t flags = exo_gen_get_u32(p + 4);
+  if (flags & EXO_GEN_TOKEN_FINAL) {
+    req_free(r);
+    return 0;
+  }
+  int32_t id = (int32_t)exo_gen_get_u32(p);
+  uint64_t pos = exo_gen_get_u64(p + 8);
+  if (pos != (uint64_t)r->kv->n_pos || id < 0 || id >= s->m->cfg.vocab_size) {
+    s->dropped++;
+    return 0;
+  }
+  struct exo_gen_stage st = {.node = exo_actor_addr(self).node,
+                             .transfer_in_ns = now - exo_gen_get_u64(p + 16)};
+  return run_step(self, s, r, &id, NULL, 1, (int)pos, &st, 1);
+}
+
+static int shard_message(struct exo_actor *self, void *state, const struct exo_msg *msg)
+{
+  struct shard_state *s = state;
+  if (msg->env.type == EXO_GEN_MSG_MAP)
+    return on_map(self, s, msg);
+  if (!s->live || msg->env.epoch != s->epoch) {
+    s->dropped++;
+    return 0;
+  }
+  switch (msg->env.type) {
+  case EXO_GEN_MSG_CANCEL: {
+    struct shard_req *r = req_find(s, msg->env.request_id);
+    if (r)
+      req_free(r);
+    return 0;
+  }
+  case EXO_GEN_MSG_PROMPT:
+  case EXO_GEN_MSG_HIDDEN:
+  case EXO_GEN_MSG_TOKEN:
+    if (s->me < 0) {
+      s->dropped++;
+      return 0;
+    }
+    if (msg->env.type == EXO_GEN_MSG_PROMPT)
+      return on_prompt(self, s, msg);
+    if (msg->env.type == EXO_GEN_MSG_HIDDEN)
+      return on_hidden(self, s, msg);
+    return on_token(self, s, msg);
+  default:
+    s->dropped++;
+    return 0;
+  }
+}
+
+const struct exo_actor_kind exo_shard_worker_kind = {
+  .name = "shard-worker",
+  .state_size = sizeof(struct shard_state),
+  .init = shard_init,
+  .message = shard_message,
+  .stop = shard_stop,
+};
