@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "actors/commands.h"
+#include "actors/local_cluster.h"
 #include "tensor/forward.h"
 #include "tensor/model.h"
 #include "tensor/sample.h"
@@ -30,10 +31,14 @@ static void exo_generate_usage(FILE *out)
           "usage: exo-actors generate [--model DIR] (--prompt TEXT | --prompt-ids N,N,...)\n"
           "         [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
           "         [--repetition-penalty R] [--seed S] [--ids] [--threads N]\n"
+          "         [--nodes K] [--partition a:b,b:c,...] [--stats]\n"
           "Generates on this node alone. Text streams to stdout as tokens arrive; with --ids\n"
           "stdout is the generated ids, space-separated, on one line. Timing goes to stderr.\n"
           "Defaults: --model models/demo (next to the source tree or binary), --max-tokens %d,\n"
-          "--temperature 0 (greedy), --top-p 1, --top-k 0, --min-p 0, --seed 0.\n",
+          "--temperature 0 (greedy), --top-p 1, --top-k 0, --min-p 0, --seed 0.\n"
+          "--nodes K / --partition: start K `exo-actors run` node processes on loopback, split\n"
+          "the layers (evenly, or the given ranges), generate across them, stop them; --stats\n"
+          "prints per step the compute per node, transfer per hop and orchestration overhead.\n",
           EXO_GEN_DEFAULT_MAX_TOKENS);
 }
 
@@ -149,6 +154,29 @@ static int exo_gen_is_eos(const struct exo_model_config *c, int32_t id)
   return 0;
 }
 
+/* Prints ids as they arrive from the node processes (on the origin's loop thread, while
+ * the main thread waits). */
+struct exo_gen_printer {
+  int ids_only;
+  struct exo_token_stream *stream;
+  char *chunk;
+  size_t chunk_cap;
+  int n;
+};
+
+static void exo_gen_print_token(void *arg, int32_t id)
+{
+  struct exo_gen_printer *p = arg;
+  if (p->ids_only) {
+    printf(p->n++ ? " %" PRId32 : "%" PRId32, id);
+  } else {
+    size_t n = 0;
+    if (exo_token_stream_push(p->stream, id, p->chunk, p->chunk_cap, &n) == 0 && n)
+      fwrite(p->chunk, 1, n, stdout);
+  }
+  fflush(stdout);
+}
+
 int exo_cmd_generate(int argc, char **argv)
 {
   static const struct option opts[] = {
@@ -164,11 +192,16 @@ int exo_cmd_generate(int argc, char **argv)
     {"seed", required_argument, NULL, 's'},
     {"ids", no_argument, NULL, 'i'},
     {"threads", required_argument, NULL, 'T'},
+    {"nodes", required_argument, NULL, 'K'},
+    {"partition", required_argument, NULL, 'A'},
+    {"stats", no_argument, NULL, 'S'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
   };
   const char *model_dir = NULL, *prompt = NULL, *prompt_ids = NULL;
   int max_tokens = EXO_GEN_DEFAULT_MAX_TOKENS, threads = 0, ids_only = 0;
+  int gen_nodes = 0, gen_stats = 0;
+  const char *gen_partition = NULL;
   struct exo_sample_params sp;
   exo_sample_params_default(&sp);
 
@@ -211,6 +244,11 @@ int exo_cmd_generate(int argc, char **argv)
       break;
     }
     case 'i': ids_only = 1; break;
+    case 'K': /* --nodes/--partition/--stats: actors/local_cluster.c (helper p) */
+      rc = exo_gen_int("--nodes", optarg, 1, EXO_LOCAL_CLUSTER_MAX, "1..16", &gen_nodes);
+      break;
+    case 'A': gen_partition = optarg; break;
+    case 'S': gen_stats = 1; break;
     case 'T':
       rc = exo_gen_int("--threads", optarg, 1, 1024, "a positive integer", &threads);
       break;
@@ -312,6 +350,34 @@ int exo_cmd_generate(int argc, char **argv)
   if ((long)n_prompt >= max_pos) {
     fprintf(stderr, "exo-actors generate: the prompt has %zu tokens; the model's context is "
                     "%d positions\n", n_prompt, max_pos);
+    goto out;
+  }
+  if (gen_nodes || gen_partition) {
+    char exe[PATH_MAX];
+    ssize_t el = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[el > 0 ? el : 0] = '\0';
+    struct exo_gen_printer pr = {ids_only, stream, chunk, chunk_cap, 0};
+    struct exo_cluster_gen_opts co = {.exe = exe, .model_dir = model_dir, .n_nodes = gen_nodes,
+                                      .partition = gen_partition, .stats = gen_stats,
+                                      .on_token = exo_gen_print_token, .arg = &pr};
+    int32_t *out_ids = NULL;
+    size_t n_out = 0;
+    double tc = exo_gen_now();
+    rc = exo_cluster_generate(&co, hist, n_prompt, &sp, (uint32_t)max_tokens, &out_ids, &n_out,
+                              err, sizeof err);
+    free(out_ids);
+    if (rc) {
+      fprintf(stderr, "\nexo-actors generate: %s\n", err);
+      goto out;
+    }
+    size_t n = 0;
+    if (!ids_only && exo_token_stream_flush(stream, chunk, chunk_cap, &n) == 0 && n)
+      fwrite(chunk, 1, n, stdout);
+    printf("\n");
+    fflush(stdout);
+    fprintf(stderr, "generated %zu tokens on %s nodes in %.1f ms (incl. node start-up)\n", n_out,
+            gen_partition ? "the --partition" : "--nodes", (exo_gen_now() - tc) * 1e3);
+    status = 0;
     goto out;
   }
   int32_t *grown = realloc(hist, (n_prompt + (size_t)max_tokens) * sizeof *hist);

@@ -16,6 +16,9 @@
 #include <unistd.h>
 
 #include "actors/local_cluster.h"
+#include "actors/origin.h"
+#include "actors/partition.h"
+#include "tensor/model.h"
 
 struct exo_local_cluster {
   int n;
@@ -238,4 +241,172 @@ void exo_local_cluster_free(struct exo_local_cluster *c)
     rmdir(c->dir);
   }
   free(c);
+}
+
+/* ---- exo_cluster_generate ---- */
+
+/* "0:2,2:3,3:4" -> layer counts; checked for contiguity by the shards against the model. */
+static int parse_partition(const char *s, struct exo_gen_range *r, int cap, int *n, char *err,
+                           size_t errlen)
+{
+  int k = 0;
+  const char *p = s;
+  while (*p) {
+    char *end;
+    long a = strtol(p, &end, 10), b;
+    if (end == p || *end != ':' || a < 0 || a > 1 << 20)
+      goto bad;
+    p = end + 1;
+    b = strtol(p, &end, 10);
+    if (end == p || (*end && *end != ',') || b <= a || b > 1 << 20 || k >= cap)
+      goto bad;
+    r[k++] = (struct exo_gen_range){0, 0, (uint32_t)a, (uint32_t)b};
+    p = *end ? end + 1 : end;
+  }
+  if (!k)
+    goto bad;
+  *n = k;
+  return 0;
+bad:
+  snprintf(err, errlen, "--partition: expected ranges a:b,b:c,... (at most %d, b > a), got '%s'",
+           cap, s);
+  return -EINVAL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void print_stats(const struct exo_origin_result *res, int k)
+{
+  uint64_t *over = calloc(res->n_ids ? res->n_ids : 1, sizeof *over);
+  size_t n_over = 0;
+  for (size_t i = 0; i < res->n_ids; i++) {
+    const struct exo_origin_step *st = &res->steps[i];
+    uint64_t compute = 0;
+    fprintf(stderr, "step %zu%s: compute", i, i == 0 ? " (prefill)" : "");
+    for (uint32_t j = 0; j < st->n_stages; j++) {
+      compute += st->stages[j].compute_ns;
+      fprintf(stderr, " n%u %.1fus", st->stages[j].node, st->stages[j].compute_ns / 1e3);
+    }
+    fprintf(stderr, "; hops");
+    for (uint32_t j = 0; j < st->n_stages; j++) {
+      if (j == 0 && i == 0) {
+        fprintf(stderr, " origin->n%u", st->stages[0].node);
+      } else {
+        uint32_t from = j ? st->stages[j - 1].node : st->stages[st->n_stages - 1].node;
+        fprintf(stderr, " n%u->n%u %.1fus", from, st->stages[j].node,
+                st->stages[j].transfer_in_ns / 1e3);
+      }
+    }
+    uint64_t ov = st->step_ns > compute ? st->step_ns - compute : 0;
+    fprintf(stderr, " n%u->origin %.1fus; step %.1fus; overhead %.1fus\n",
+            st->n_stages ? st->stages[st->n_stages - 1].node : 0, st->to_origin_ns / 1e3,
+            st->step_ns / 1e3, ov / 1e3);
+    if (i > 0 && over)
+      over[n_over++] = ov;
+  }
+  if (over && n_over) {
+    qsort(over, n_over, sizeof *over, cmp_u64);
+    fprintf(stderr, "stats: %d nodes, %zu decode steps: orchestration overhead median %.1fus "
+                    "(%.1fus per hop), max %.1fus\n", k, n_over, over[n_over / 2] / 1e3,
+            over[n_over / 2] / 1e3 / k, over[n_over - 1] / 1e3);
+  }
+  free(over);
+}
+
+int exo_cluster_generate(const struct exo_cluster_gen_opts *o, const int32_t *prompt,
+                         size_t n_prompt, const struct exo_sample_params *sp,
+                         uint32_t max_tokens, int32_t **ids, size_t *n_ids, char *err,
+                         size_t errlen)
+{
+  struct exo_gen_range r[EXO_LOCAL_CLUSTER_MAX];
+  int k = 0, rc;
+  struct exo_model_config mc;
+  if ((rc = exo_model_config_load(o->model_dir, &mc, err, errlen)))
+    return rc;
+  if (o->partition) {
+    if ((rc = parse_partition(o->partition, r, EXO_LOCAL_CLUSTER_MAX, &k, err, errlen)))
+      return rc;
+    if (o->n_nodes && o->n_nodes != k) {
+      snprintf(err, errlen, "--partition has %d ranges but --nodes is %d", k, o->n_nodes);
+      return -EINVAL;
+    }
+  } else {
+    k = o->n_nodes;
+    if (k < 1 || k > EXO_LOCAL_CLUSTER_MAX || k > mc.n_layers) {
+      snprintf(err, errlen, "--nodes: expected 1..%d (at most the model's %d layers), got %d",
+               EXO_LOCAL_CLUSTER_MAX, mc.n_layers, k);
+      return -EINVAL;
+    }
+    struct exo_partition_node pn[EXO_LOCAL_CLUSTER_MAX];
+    struct exo_partition_range pr[EXO_LOCAL_CLUSTER_MAX];
+    for (int i = 0; i < k; i++)
+      pn[i] = (struct exo_partition_node){.node_id = (uint64_t)i + 1, .memory_bytes = 1ull << 40};
+    struct exo_partition_model pm = {.n_layers = mc.n_layers, .bytes_per_layer = 1};
+    size_t n_out = 0;
+    if ((rc = exo_partition_compute(EXO_PARTITION_EVEN, pn, (size_t)k, &pm, NULL, 0, pr, &n_out,
+                                    err, errlen)))
+      return rc;
+    for (size_t i = 0; i < n_out; i++)
+      r[i] = (struct exo_gen_range){0, 0, (uint32_t)pr[i].layer_begin, (uint32_t)pr[i].layer_end};
+  }
+  const uint32_t first_id = 1, origin_id = 1000;
+  for (int i = 0; i < k; i++) {
+    r[i].node = first_id + (uint32_t)i;
+    r[i].actor = exo_actor_id(EXO_SHARD_ACTOR_NAME);
+  }
+  struct exo_local_cluster *c = NULL;
+  struct exo_origin *org = NULL;
+  struct exo_origin_result res = {0};
+  char listen[64];
+  int port;
+  if ((rc = exo_local_cluster_pick_port(&port))) {
+    snprintf(err, errlen, "no free port: %s", strerror(-rc));
+    return rc;
+  }
+  snprintf(listen, sizeof listen, "tcp://127.0.0.1:%d", port);
+  if ((rc = exo_origin_new(origin_id, listen, &org, err, errlen)))
+    goto out;
+  struct exo_local_cluster_opts co = {.exe = o->exe, .n_nodes = k, .first_id = first_id};
+  if ((rc = exo_local_cluster_start(&co, &c, err, errlen)))
+    goto out;
+  for (int i = 0; i < k; i++)
+    if ((rc = exo_origin_add_peer(org, exo_local_cluster_addr(c, i)))) {
+      snprintf(err, errlen, "connect %s: %s", exo_local_cluster_addr(c, i), strerror(-rc));
+      goto out;
+    }
+  struct timespec nap = {0, 5000000};
+  for (int waited = 0;; waited += 5) {
+    if ((rc = exo_local_cluster_check(c, err, errlen)))
+      goto out;
+    int ready = 0;
+    for (int i = 0; i < k; i++)
+      ready += exo_origin_has_peer(org, exo_local_cluster_node_id(c, i));
+    if (ready == k)
+      break;
+    if (waited > 20000) {
+      rc = -ETIMEDOUT;
+      snprintf(err, errlen, "the %d node processes were not reachable within 20 s", k);
+      goto out;
+    }
+    nanosleep(&nap, NULL);
+  }
+  if ((rc = exo_origin_set_map(org, o->model_dir, r, (size_t)k, NULL, 0, 60000, err, errlen)))
+    goto out;
+  if ((rc = exo_origin_generate(org, prompt, n_prompt, sp, max_tokens, 0, o->on_token, o->arg,
+                                600000, &res, err, errlen)))
+    goto out;
+  if (o->stats)
+    print_stats(&res, k);
+  *ids = res.ids;
+  *n_ids = res.n_ids;
+  res.ids = NULL;
+out:
+  exo_origin_result_fini(&res);
+  exo_origin_free(org); /* first: no more sends to children that are going away */
+  exo_local_cluster_free(c);
+  return rc;
 }

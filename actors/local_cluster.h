@@ -38,3 +38,23 @@ int exo_local_cluster_check(struct exo_local_cluster *c, char *err, size_t errle
 void exo_local_cluster_free(struct exo_local_cluster *c);
 
 #endif
+
+/* ---- `exo-actors generate --nodes K` ----------------------------------------------- */
+#include "tensor/sample.h"
+
+struct exo_cluster_gen_opts {
+  const char *exe;       /* exo-actors binary for the children */
+  const char *model_dir;
+  int n_nodes;           /* 0: as many as partition has ranges */
+  const char *partition; /* "a:b,b:c,..." or NULL: even split (actors/partition.c) */
+  int stats;             /* per-step timing lines on stderr */
+  void (*on_token)(void *arg, int32_t id); /* runs on the origin's loop thread */
+  void *arg;
+};
+
+/* Starts the children, publishes the map, generates, tears everything down. *ids (caller
+ * frees) receives the generated ids. Returns 0 or -errno with err filled. */
+int exo_cluster_generate(const struct exo_cluster_gen_opts *o, const int32_t *prompt,
+                         size_t n_prompt, const struct exo_sample_params *sp,
+                         uint32_t max_tokens, int32_t **ids, size_t *n_ids, char *err,
+                         size_t errlen);

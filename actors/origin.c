@@ -81,11 +81,10 @@ static void job_finish(struct exo_origin *o, int rc)
 static int send_bytes(struct exo_actor *self, struct exo_addr dst, uint16_t type, uint64_t epoch,
                       uint64_t req, const void *data, size_t len)
 {
-  void *p = exo_msg_alloc(len ? len : 1);
+  void *p = exo_msg_alloc(len);
   if (!p)
     return -ENOMEM;
-  if (len)
-    memcpy(p, data, len);
+  memcpy(p, data, len);
   struct exo_envelope env = {.type = type, .dst = dst, .epoch = epoch, .request_id = req};
   return exo_actor_send_buf(self, &env, &p, len);
 }
@@ -214,7 +213,8 @@ static void on_token(struct exo_actor *self, struct exo_origin *o, const struct 
   if (flags & EXO_GEN_TOKEN_FINAL) {
     for (size_t i = 0; i < o->n_ranges; i++) {
       struct exo_addr dst = {o->ranges[i].node, o->ranges[i].actor};
-      (void)send_bytes(self, dst, EXO_GEN_MSG_CANCEL, o->epoch, o->request, NULL, 0);
+      uint8_t reason[4] = {0}; /* 0: finished; nanomsg frames need a payload byte */
+      (void)send_bytes(self, dst, EXO_GEN_MSG_CANCEL, o->epoch, o->request, reason, 4);
     }
     job_finish(o, 0);
   }

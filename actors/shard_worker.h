@@ -18,7 +18,7 @@
 #define EXO_GEN_MSG_PROMPT 514u /* origin -> first shard -> ... -> last shard */
 #define EXO_GEN_MSG_HIDDEN 515u /* shard -> next shard: rows of hidden state */
 #define EXO_GEN_MSG_TOKEN 516u  /* last shard -> origin and first shard */
-#define EXO_GEN_MSG_CANCEL 517u /* origin -> every shard: free the request's state */
+#define EXO_GEN_MSG_CANCEL 517u /* origin -> every shard: free the request; u32 reason */
 
 #define EXO_SHARD_ACTOR_NAME "shard" /* the name every node gives its shard-worker */
 #define EXO_GEN_MAX_RANGES 64u
