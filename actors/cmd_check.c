@@ -11,6 +11,8 @@
 /* The actor kinds that exist. One line per kind as it lands. */
 static const char *const exo_check_kinds[] = {
     "pingpong",
+    "shard-worker", /* actors/kinds.c */
+    "origin",
     NULL,
 };
 
