@@ -317,7 +317,8 @@ int exo_cmd_generate(int argc, char **argv)
       goto out;
     }
     if ((rc = exo_tokenizer_load(path, &tok, err, sizeof err))) {
-      fprintf(stderr, "exo-actors generate: cannot load tokenizer: %s\n", err);
+      fprintf(stderr, "exo-actors generate: cannot load tokenizer: %s%s\n", err,
+              rc == -ENOENT && !prompt ? " (pass --ids to print token ids without one)" : "");
       goto out;
     }
     if (exo_token_stream_new(tok, 1, &stream))
