@@ -367,7 +367,8 @@ int exo_origin_set_map(struct exo_origin *o, const char *model_dir,
   memcpy(o->ranges, ranges, n * sizeof *ranges);
   o->n_ranges = n;
   memcpy(o->targets, ranges, n * sizeof *ranges);
-  memcpy(o->targets + n, extra, n_extra * sizeof *extra);
+  if (n_extra) /* extra may be NULL when there is none: memcpy's arguments must not be */
+    memcpy(o->targets + n, extra, n_extra * sizeof *extra);
   o->n_targets = n + n_extra;
   snprintf(o->model_dir, sizeof o->model_dir, "%s", model_dir ? model_dir : "");
   pthread_mutex_unlock(&o->mu);
