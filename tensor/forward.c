@@ -7,6 +7,7 @@
  * cache when it returns an error. */
 #include "tensor/forward.h"
 
+#include <cblas.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -16,10 +17,16 @@
 
 #include "tensor/ops.h"
 
+/* Attention of a prompt chunk this long or longer goes through sgemm, a block of this
+ * many query rows at a time (bounds the scores buffer to EXO_ATTN_BLOCK x context);
+ * shorter chunks (decode) use plain dot-product loops. */
+#define EXO_ATTN_GEMM_MIN 16
+#define EXO_ATTN_BLOCK 64
+
 struct exo_forward_scratch {
   const struct exo_model *model;
   int cap_tokens;    /* rows every per-token buffer below holds */
-  int cap_positions; /* floats in scores */
+  int cap_positions; /* context positions scores has room for */
   float *x;          /* (cap_tokens, hidden) residual stream */
   float *xb;         /* (cap_tokens, hidden) normed input of a block */
   float *q;          /* (cap_tokens, n_heads * head_dim) */
@@ -28,7 +35,7 @@ struct exo_forward_scratch {
   float *att;        /* (cap_tokens, n_heads * head_dim) attention output, heads concatenated */
   float *hb;         /* (cap_tokens, intermediate) gate, then silu(gate) * up */
   float *hb2;        /* (cap_tokens, intermediate) up */
-  float *scores;     /* (cap_positions) one head's attention weights */
+  float *scores;     /* (EXO_ATTN_BLOCK, cap_positions) attention weights of one head */
   float *inv_freq;   /* (head_dim / 2) RoPE frequencies */
 };
 
@@ -147,7 +154,7 @@ static int exo_forward_scratch_reserve(struct exo_forward_scratch *s, int tokens
     s->cap_tokens = tokens;
   }
   if (positions > s->cap_positions) {
-    if (exo_forward_grow(&s->scores, (size_t)positions))
+    if (exo_forward_grow(&s->scores, (size_t)EXO_ATTN_BLOCK * positions))
       return -ENOMEM;
     s->cap_positions = positions;
   }
@@ -307,9 +314,11 @@ static int exo_forward_prepare(const struct exo_model *m, const struct exo_forwa
 }
 
 /* Causal attention of one sequence's new rows (already in the cache) for local layer l.
- * q, att: rows of this sequence; query head h reads KV head h / (n_heads / n_kv_heads). */
-static void exo_forward_attention(const struct exo_model_config *c, const struct exo_forward_seq *seq,
-                                  int l, const float *q, float *att, float *scores)
+ * q, att: rows of this sequence; query head h reads KV head h / (n_heads / n_kv_heads).
+ * Decode-sized chunks: per-row dot products. */
+static void exo_forward_attention_rows(const struct exo_model_config *c,
+                                       const struct exo_forward_seq *seq, int l, const float *q,
+                                       float *att, float *scores)
 {
   const int hd = c->head_dim, kv_dim = c->n_kv_heads * hd, group = c->n_heads / c->n_kv_heads;
   const float scale = 1.0f / sqrtf((float)hd);
@@ -335,6 +344,38 @@ static void exo_forward_attention(const struct exo_model_config *c, const struct
         for (int i = 0; i < hd; i++)
           out[i] += a * vp[i];
       }
+    }
+  }
+}
+
+/* Same result for prompt chunks, as matrix products: per head and block of query rows,
+ * S = Q K^T * scale over the positions the block can see, causal mask by softmaxing only
+ * each row's visible prefix (and zeroing the rest), then O = S V. K and V are read in
+ * place from the cache (row stride kv_dim, offset of the KV head). */
+static void exo_forward_attention_gemm(const struct exo_model_config *c,
+                                       const struct exo_forward_seq *seq, int l, const float *q,
+                                       float *att, float *scores)
+{
+  const int hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd,
+            group = c->n_heads / c->n_kv_heads;
+  const float scale = 1.0f / sqrtf((float)hd);
+  for (int t0 = 0; t0 < seq->n_tokens; t0 += EXO_ATTN_BLOCK) {
+    const int rows = seq->n_tokens - t0 < EXO_ATTN_BLOCK ? seq->n_tokens - t0 : EXO_ATTN_BLOCK;
+    const int ctx = seq->start_pos + t0 + rows; /* positions the block's last row sees */
+    for (int h = 0; h < c->n_heads; h++) {
+      const float *qh = q + (size_t)t0 * q_dim + (size_t)h * hd;
+      const float *kh = seq->kv->k[l] + (size_t)(h / group) * hd;
+      const float *vh = seq->kv->v[l] + (size_t)(h / group) * hd;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, ctx, hd, scale, qh, q_dim, kh,
+                  kv_dim, 0.0f, scores, ctx);
+      for (int r = 0; r < rows; r++) {
+        float *sr = scores + (size_t)r * ctx;
+        const int visible = seq->start_pos + t0 + r + 1;
+        exo_softmax(sr, visible);
+        memset(sr + visible, 0, (size_t)(ctx - visible) * sizeof(float));
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, ctx, 1.0f, scores, ctx,
+                  vh, kv_dim, 0.0f, att + (size_t)t0 * q_dim + (size_t)h * hd, q_dim);
     }
   }
 }
@@ -384,8 +425,12 @@ int exo_forward(const struct exo_model *m, const struct exo_forward_batch *b, fl
         memcpy(seq->kv->v[l] + (size_t)pos * kv_dim, s->v + (size_t)(row + t) * kv_dim,
                (size_t)kv_dim * sizeof(float));
       }
-      exo_forward_attention(c, seq, l, s->q + (size_t)row * q_dim, s->att + (size_t)row * q_dim,
-                            s->scores);
+      if (seq->n_tokens >= EXO_ATTN_GEMM_MIN)
+        exo_forward_attention_gemm(c, seq, l, s->q + (size_t)row * q_dim,
+                                   s->att + (size_t)row * q_dim, s->scores);
+      else
+        exo_forward_attention_rows(c, seq, l, s->q + (size_t)row * q_dim,
+                                   s->att + (size_t)row * q_dim, s->scores);
       row += seq->n_tokens;
     }
     exo_matmul(x, s->att, total, &w->wo, c->o_proj_bias ? w->bo.data : NULL, 1);

@@ -417,6 +417,54 @@ done:
   exo_model_free(m);
 }
 
+/* A 150-token sequence three ways: one prefill (blocked sgemm attention across several
+ * query blocks), token by token (dot-product attention), and chunks 40 + 70 + 40 that
+ * start mid-sequence. All logits agree. */
+static void test_long_prefill_paths(void)
+{
+  struct exo_model *m = load(0, -1);
+  const struct exo_st_tensor *ids = ref_tensor("s2.input_ids");
+  CHECK(m && ids);
+  if (!m || !ids) {
+    exo_model_free(m);
+    return;
+  }
+  enum { T = 150 };
+  const int V = m->cfg.vocab_size;
+  int32_t tok[T];
+  for (int t = 0; t < T; t++)
+    tok[t] = ((const int32_t *)ids->data)[t % ids->n_elems] ^ (t / 33);
+  float *full = run_one(m, tok, NULL, T, 0, 0);
+  float *step = malloc((size_t)T * V * sizeof(float));
+  struct exo_kv_cache *kv = NULL;
+  struct exo_forward_scratch *s = NULL;
+  char err[256] = "";
+  CHECK_INT_EQ(exo_forward_kv_new(m, 0, 256, &kv), 0);
+  CHECK_INT_EQ(exo_forward_scratch_new(m, 1, 1, &s, err, sizeof err), 0);
+  if (!full || !step || !kv || !s)
+    goto done;
+  for (int t = 0; t < T; t++) {
+    struct exo_forward_seq seq = {.kv = kv, .n_tokens = 1, .start_pos = t};
+    struct exo_forward_batch b = {.n_seqs = 1, .seqs = &seq, .tokens = tok + t};
+    CHECK_INT_EQ(exo_forward(m, &b, step + (size_t)t * V, s, err, sizeof err), 0);
+  }
+  CHECK_NEAR(max_diff(full, step, (size_t)T * V), 0.0, TOL);
+  CHECK_INT_EQ(exo_kv_cache_truncate(kv, 0), 0);
+  static const int chunk[3] = {40, 70, 40};
+  for (int i = 0, pos = 0; i < 3; pos += chunk[i++]) {
+    struct exo_forward_seq seq = {.kv = kv, .n_tokens = chunk[i], .start_pos = pos};
+    struct exo_forward_batch b = {.n_seqs = 1, .seqs = &seq, .tokens = tok + pos};
+    CHECK_INT_EQ(exo_forward(m, &b, step + (size_t)pos * V, s, err, sizeof err), 0);
+  }
+  CHECK_NEAR(max_diff(full, step, (size_t)T * V), 0.0, TOL);
+done:
+  free(full);
+  free(step);
+  exo_forward_scratch_free(s);
+  exo_kv_cache_free(kv);
+  exo_model_free(m);
+}
+
 /* Bad batches are refused with a message naming the problem, and leave caches as
  * they were. */
 static void test_errors(void)
@@ -562,6 +610,7 @@ int main(void)
     EXO_RUN(test_greedy);
     EXO_RUN(test_batch);
     EXO_RUN(test_truncate_redecode);
+    EXO_RUN(test_long_prefill_paths);
     EXO_RUN(test_errors);
     EXO_RUN(test_rope_freq);
     exo_safetensors_close(g_ref);
