@@ -19,7 +19,7 @@
 
 /* Attention of a prompt chunk this long or longer goes through sgemm, a block of this
  * many query rows at a time (bounds the scores buffer to EXO_ATTN_BLOCK x context);
- * shorter chunks (decode) use plain dot-product loops. */
+ * shorter chunks (decode) go row by row, a KV head's query group at a time. */
 #define EXO_ATTN_GEMM_MIN 16
 #define EXO_ATTN_BLOCK 64
 
@@ -35,7 +35,7 @@ struct exo_forward_scratch {
   float *att;        /* (cap_tokens, n_heads * head_dim) attention output, heads concatenated */
   float *hb;         /* (cap_tokens, intermediate) gate, then silu(gate) * up */
   float *hb2;        /* (cap_tokens, intermediate) up */
-  float *scores;     /* (EXO_ATTN_BLOCK, cap_positions) attention weights of one head */
+  float *scores;     /* (max(EXO_ATTN_BLOCK, heads per KV head), cap_positions) */
   float *inv_freq;   /* (head_dim / 2) RoPE frequencies */
 };
 
@@ -154,7 +154,9 @@ static int exo_forward_scratch_reserve(struct exo_forward_scratch *s, int tokens
     s->cap_tokens = tokens;
   }
   if (positions > s->cap_positions) {
-    if (exo_forward_grow(&s->scores, (size_t)EXO_ATTN_BLOCK * positions))
+    const int group = c->n_heads / c->n_kv_heads;
+    const size_t rows = group > EXO_ATTN_BLOCK ? (size_t)group : EXO_ATTN_BLOCK;
+    if (exo_forward_grow(&s->scores, rows * (size_t)positions))
       return -ENOMEM;
     s->cap_positions = positions;
   }
@@ -315,35 +317,27 @@ static int exo_forward_prepare(const struct exo_model *m, const struct exo_forwa
 
 /* Causal attention of one sequence's new rows (already in the cache) for local layer l.
  * q, att: rows of this sequence; query head h reads KV head h / (n_heads / n_kv_heads).
- * Decode-sized chunks: per-row dot products. */
+ * Decode-sized chunks, one row at a time: the query heads sharing a KV head are adjacent
+ * in q, so each group is one [group, head_dim] matrix and its attention two small
+ * sgemms (scores = Q K^T over positions 0..pos, then softmax, then out = scores V). */
 static void exo_forward_attention_rows(const struct exo_model_config *c,
                                        const struct exo_forward_seq *seq, int l, const float *q,
                                        float *att, float *scores)
 {
-  const int hd = c->head_dim, kv_dim = c->n_kv_heads * hd, group = c->n_heads / c->n_kv_heads;
+  const int hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd,
+            group = c->n_heads / c->n_kv_heads;
   const float scale = 1.0f / sqrtf((float)hd);
-  const float *kc = seq->kv->k[l], *vc = seq->kv->v[l];
   for (int t = 0; t < seq->n_tokens; t++) {
-    const int pos = seq->start_pos + t; /* attends to positions 0 .. pos */
-    for (int h = 0; h < c->n_heads; h++) {
-      const float *qh = q + (size_t)t * c->n_heads * hd + (size_t)h * hd;
-      const size_t kv_off = (size_t)(h / group) * hd;
-      for (int p = 0; p <= pos; p++) {
-        const float *kp = kc + (size_t)p * kv_dim + kv_off;
-        float dot = 0.0f;
-        for (int i = 0; i < hd; i++)
-          dot += qh[i] * kp[i];
-        scores[p] = dot * scale;
-      }
-      exo_softmax(scores, pos + 1);
-      float *out = att + (size_t)t * c->n_heads * hd + (size_t)h * hd;
-      memset(out, 0, (size_t)hd * sizeof(float));
-      for (int p = 0; p <= pos; p++) {
-        const float *vp = vc + (size_t)p * kv_dim + kv_off;
-        const float a = scores[p];
-        for (int i = 0; i < hd; i++)
-          out[i] += a * vp[i];
-      }
+    const int ctx = seq->start_pos + t + 1; /* attends to positions 0 .. ctx-1 */
+    for (int g = 0; g < c->n_kv_heads; g++) {
+      const float *qg = q + (size_t)t * q_dim + (size_t)g * group * hd;
+      const float *kg = seq->kv->k[l] + (size_t)g * hd, *vg = seq->kv->v[l] + (size_t)g * hd;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, group, ctx, hd, scale, qg, hd, kg,
+                  kv_dim, 0.0f, scores, ctx);
+      for (int r = 0; r < group; r++)
+        exo_softmax(scores + (size_t)r * ctx, ctx);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, group, hd, ctx, 1.0f, scores, ctx,
+                  vg, kv_dim, 0.0f, att + (size_t)t * q_dim + (size_t)g * group * hd, hd);
     }
   }
 }
