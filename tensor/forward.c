@@ -221,7 +221,7 @@ static int exo_forward_head(const struct exo_model *m, const struct exo_forward_
 int exo_forward_out_rows(const struct exo_model *m, const struct exo_forward_batch *b)
 {
   int total = 0;
-  for (int i = 0; i < b->n_seqs; i++)
+  for (int i = 0; b->seqs && i < b->n_seqs; i++)
     total += b->seqs[i].n_tokens;
   return exo_forward_head(m, b) && b->logits_last_only ? b->n_seqs : total;
 }
