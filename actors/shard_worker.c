@@ -24,6 +24,7 @@
 
 #include "actors/shard_worker.h"
 #include "runtime/log.h"
+#include "runtime/node.h"
 #include "tensor/forward.h"
 #include "tensor/model.h"
 #include "tensor/sample.h"
@@ -124,8 +125,15 @@ struct shard_state {
   float *in;      /* aligned copy of a HIDDEN payload */
   size_t in_cap;
   uint64_t dropped; /* stale epoch, unknown request, malformed */
+  bool ready_pending;        /* READY waits for routes (see try_ready) */
+  struct exo_addr ready_to;  /* the MAP's sender */
+  uint32_t ready_waited_ms;
   struct shard_req reqs[EXO_SHARD_MAX_REQS];
 };
+
+#define READY_TIMER 1
+#define READY_POLL_MS 5
+#define READY_WAIT_MS 10000
 
 static void req_free(struct shard_req *r)
 {
@@ -207,8 +215,8 @@ static void shard_stop(struct exo_actor *self, void *state)
   s->out = s->in = NULL;
 }
 
-static void send_ready(struct exo_actor *self, const struct exo_msg *msg, int status,
-                       const char *text)
+static void send_ready_to(struct exo_actor *self, struct exo_addr dst, uint64_t epoch,
+                          int status, const char *text)
 {
   uint8_t buf[4 + 400];
   size_t n = strlen(text);
@@ -216,16 +224,69 @@ static void send_ready(struct exo_actor *self, const struct exo_msg *msg, int st
     n = 400;
   exo_gen_put_u32(buf, (uint32_t)status);
   memcpy(buf + 4, text, n);
-  struct exo_envelope env = {.type = EXO_GEN_MSG_READY, .dst = msg->env.src,
-                             .epoch = msg->env.epoch};
+  struct exo_envelope env = {.type = EXO_GEN_MSG_READY, .dst = dst, .epoch = epoch};
   void *p = exo_msg_alloc(4 + n);
   if (!p)
     return;
   memcpy(p, buf, 4 + n);
   int rc = exo_actor_send_buf(self, &env, &p, 4 + n);
   if (rc)
-    SLOG(EXO_LOG_WARN, "READY to node %u: %s", msg->env.src.node,
-            strerror(-rc));
+    SLOG(EXO_LOG_WARN, "READY to node %u: %s", dst.node, strerror(-rc));
+}
+
+static void send_ready(struct exo_actor *self, const struct exo_msg *msg, int status,
+                       const char *text)
+{
+  send_ready_to(self, msg->env.src, msg->env.epoch, status, text);
+}
+
+/* The node this shard must send to but cannot reach yet, or 0. */
+static uint32_t unreachable_node(struct exo_actor *self, const struct shard_state *s)
+{
+  if (s->me < 0)
+    return 0;
+  struct exo_node *node = exo_actor_node(self);
+  uint32_t need[2] = {s->is_last ? s->first.node : s->next.node,
+                      s->is_last ? s->ready_to.node : 0};
+  for (int i = 0; i < 2; i++)
+    if (need[i] && need[i] != exo_node_id(node) && !exo_node_has_peer(node, need[i]))
+      return need[i];
+  return 0;
+}
+
+/* READY promises that this shard reaches every node its range sends to. Nodes learn each
+ * other's ids through HELLO, which may still be in flight when a MAP arrives, so READY
+ * waits for those routes on a timer (the loop keeps running HELLOs meanwhile), bounded. */
+static void try_ready(struct exo_actor *self, struct shard_state *s)
+{
+  uint32_t missing = unreachable_node(self, s);
+  if (missing && s->ready_waited_ms < READY_WAIT_MS) {
+    if (!s->ready_pending && exo_actor_timer_start(self, READY_TIMER, READY_POLL_MS, true) == 0)
+      s->ready_pending = true;
+    if (s->ready_pending)
+      return;
+  }
+  if (s->ready_pending)
+    exo_actor_timer_stop(self, READY_TIMER);
+  s->ready_pending = false;
+  if (missing) {
+    char text[96];
+    snprintf(text, sizeof text, "node %u is not reachable from node %u", missing,
+             exo_node_id(exo_actor_node(self)));
+    send_ready_to(self, s->ready_to, s->epoch, -EHOSTUNREACH, text);
+    return;
+  }
+  send_ready_to(self, s->ready_to, s->epoch, 0, s->me >= 0 ? "loaded" : "idle");
+}
+
+static int shard_timer(struct exo_actor *self, void *state, uint32_t id)
+{
+  struct shard_state *s = state;
+  if (id == READY_TIMER && s->ready_pending) {
+    s->ready_waited_ms += READY_POLL_MS;
+    try_ready(self, s);
+  }
+  return 0;
 }
 
 static int on_map(struct exo_actor *self, struct shard_state *s, const struct exo_msg *msg)
@@ -246,6 +307,11 @@ static int on_map(struct exo_actor *self, struct shard_state *s, const struct ex
     return 0;
   }
   unload(s);
+  if (s->ready_pending)
+    exo_actor_timer_stop(self, READY_TIMER);
+  s->ready_pending = false;
+  s->ready_to = msg->env.src;
+  s->ready_waited_ms = 0;
   s->epoch = msg->env.epoch;
   s->n_ranges = n;
   for (uint32_t i = 0; i < n; i++) {
@@ -318,7 +384,7 @@ static int on_map(struct exo_actor *self, struct shard_state *s, const struct ex
   s->live = true;
   SLOG(EXO_LOG_INFO, "epoch %" PRIu64 ": %s", s->epoch,
           s->me >= 0 ? "range loaded" : "no range here");
-  send_ready(self, msg, 0, s->me >= 0 ? "loaded" : "idle");
+  try_ready(self, s);
   return 0;
 }
 
@@ -647,5 +713,6 @@ const struct exo_actor_kind exo_shard_worker_kind = {
   .state_size = sizeof(struct shard_state),
   .init = shard_init,
   .message = shard_message,
+  .timer = shard_timer,
   .stop = shard_stop,
 };
