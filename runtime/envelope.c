@@ -9,11 +9,11 @@
  * three interleaved crc32q streams folded with a GF(2) shift ~16 GB/s (65 us). Hidden
  * states are hundreds of KiB to a few MiB per hop, so the 3-stream path keeps the check
  * near memory speed; the table path only runs on CPUs without SSE4.2. */
+#include "common/err.h"
 #include "runtime/envelope.h"
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -58,18 +58,6 @@ static uint64_t get_le64(const uint8_t *p)
   return v;
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-  if (!err || !errlen)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 /* ---- CRC32C ---------------------------------------------------------------------
  * Register convention: reflected (bit 31 holds x^0), polynomial 0x82F63B78. The public
@@ -273,56 +261,56 @@ int exo_envelope_open(const void *frame, size_t len, size_t max_payload, struct 
 {
   const uint8_t *h = frame;
   if (!h || len < EXO_ENVELOPE_HEADER_SIZE) {
-    set_err(err, errlen, "frame: truncated header (%zu bytes, need %u)", h ? len : 0,
+    exo_errf(err, errlen, "frame: truncated header (%zu bytes, need %u)", h ? len : 0,
             EXO_ENVELOPE_HEADER_SIZE);
     return -EPROTO;
   }
   uint16_t magic = get_le16(h + OFF_MAGIC);
   if (magic != EXO_ENVELOPE_MAGIC) {
-    set_err(err, errlen, "frame: bad magic 0x%04x (expected 0x%04x)", magic, EXO_ENVELOPE_MAGIC);
+    exo_errf(err, errlen, "frame: bad magic 0x%04x (expected 0x%04x)", magic, EXO_ENVELOPE_MAGIC);
     return -EPROTO;
   }
   if (h[OFF_VERSION] != EXO_ENVELOPE_VERSION) {
-    set_err(err, errlen, "frame: unsupported version %u (expected %u)", h[OFF_VERSION],
+    exo_errf(err, errlen, "frame: unsupported version %u (expected %u)", h[OFF_VERSION],
             EXO_ENVELOPE_VERSION);
     return -EPROTO;
   }
   uint32_t plen = get_le32(h + OFF_PAYLOAD_LEN);
   size_t have = len - EXO_ENVELOPE_HEADER_SIZE;
   if (plen > max_payload) {
-    set_err(err, errlen, "frame: payload %u bytes exceeds limit %zu", plen, max_payload);
+    exo_errf(err, errlen, "frame: payload %u bytes exceeds limit %zu", plen, max_payload);
     return -EMSGSIZE;
   }
   if (plen > have) {
-    set_err(err, errlen, "frame: payload length %u past end of frame (have %zu)", plen, have);
+    exo_errf(err, errlen, "frame: payload length %u past end of frame (have %zu)", plen, have);
     return -EPROTO;
   }
   if (plen < have) {
-    set_err(err, errlen, "frame: %zu trailing bytes after payload of %u", have - plen, plen);
+    exo_errf(err, errlen, "frame: %zu trailing bytes after payload of %u", have - plen, plen);
     return -EPROTO;
   }
   uint16_t flags = get_le16(h + OFF_FLAGS);
   if (flags & ~EXO_ENVELOPE_FLAGS_KNOWN) {
-    set_err(err, errlen, "frame: unknown flags 0x%04x", flags);
+    exo_errf(err, errlen, "frame: unknown flags 0x%04x", flags);
     return -EPROTO;
   }
   uint8_t kind = h[OFF_KIND];
   if (kind != EXO_PAYLOAD_BYTES && kind != EXO_PAYLOAD_TENSOR) {
-    set_err(err, errlen, "frame: unknown payload kind %u", kind);
+    exo_errf(err, errlen, "frame: unknown payload kind %u", kind);
     return -EPROTO;
   }
   const uint8_t *p = h + EXO_ENVELOPE_HEADER_SIZE;
   uint32_t want = get_le32(h + OFF_CHECKSUM);
   uint32_t got = frame_checksum(h, p, plen);
   if (want != got) {
-    set_err(err, errlen, "frame: checksum mismatch (header 0x%08x, computed 0x%08x)", want, got);
+    exo_errf(err, errlen, "frame: checksum mismatch (header 0x%08x, computed 0x%08x)", want, got);
     return -EPROTO;
   }
   if (kind == EXO_PAYLOAD_TENSOR) {
     struct exo_tensor_view v;
     char terr[160];
     if (exo_tensor_payload_read(p, plen, &v, terr, sizeof terr) < 0) {
-      set_err(err, errlen, "frame: %s", terr);
+      exo_errf(err, errlen, "frame: %s", terr);
       return -EPROTO;
     }
   }
@@ -380,21 +368,21 @@ static int tensor_data_size(enum exo_wire_dtype dtype, uint32_t ndim, const uint
 {
   size_t esz = exo_wire_dtype_size(dtype);
   if (!esz) {
-    set_err(err, errlen, "tensor payload: unknown dtype %u", (unsigned)dtype);
+    exo_errf(err, errlen, "tensor payload: unknown dtype %u", (unsigned)dtype);
     return -EINVAL;
   }
   if (ndim < 1 || ndim > EXO_TENSOR_MAX_DIMS) {
-    set_err(err, errlen, "tensor payload: ndim %u out of range 1..%d", ndim, EXO_TENSOR_MAX_DIMS);
+    exo_errf(err, errlen, "tensor payload: ndim %u out of range 1..%d", ndim, EXO_TENSOR_MAX_DIMS);
     return -EINVAL;
   }
   size_t n = esz;
   for (uint32_t i = 0; i < ndim; i++) {
     if (shape[i] == 0) {
-      set_err(err, errlen, "tensor payload: dim %u is 0", i);
+      exo_errf(err, errlen, "tensor payload: dim %u is 0", i);
       return -EINVAL;
     }
     if (__builtin_mul_overflow(n, (size_t)shape[i], &n)) {
-      set_err(err, errlen, "tensor payload: shape size overflows");
+      exo_errf(err, errlen, "tensor payload: shape size overflows");
       return -EINVAL;
     }
   }
@@ -418,13 +406,13 @@ int exo_tensor_payload_write(void *payload, size_t cap, enum exo_wire_dtype dtyp
 {
   size_t n;
   if (!payload || !shape) {
-    set_err(err, errlen, "tensor payload: NULL buffer or shape");
+    exo_errf(err, errlen, "tensor payload: NULL buffer or shape");
     return -EINVAL;
   }
   if (tensor_data_size(dtype, ndim, shape, &n, err, errlen) < 0)
     return -EINVAL;
   if (cap < EXO_TENSOR_META_SIZE || cap - EXO_TENSOR_META_SIZE != n) {
-    set_err(err, errlen, "tensor payload: buffer of %zu bytes, need exactly %zu", cap,
+    exo_errf(err, errlen, "tensor payload: buffer of %zu bytes, need exactly %zu", cap,
             n + EXO_TENSOR_META_SIZE);
     return -EINVAL;
   }
@@ -444,14 +432,14 @@ int exo_tensor_payload_read(const void *payload, size_t len, struct exo_tensor_v
 {
   const uint8_t *p = payload;
   if (!p || len < EXO_TENSOR_META_SIZE) {
-    set_err(err, errlen, "tensor payload: %zu bytes, shorter than its %u-byte header", p ? len : 0,
+    exo_errf(err, errlen, "tensor payload: %zu bytes, shorter than its %u-byte header", p ? len : 0,
             EXO_TENSOR_META_SIZE);
     return -EPROTO;
   }
   enum exo_wire_dtype dtype = (enum exo_wire_dtype)p[0];
   uint32_t ndim = p[1];
   if (get_le16(p + 2) || get_le32(p + 20)) {
-    set_err(err, errlen, "tensor payload: reserved bytes are not zero");
+    exo_errf(err, errlen, "tensor payload: reserved bytes are not zero");
     return -EPROTO;
   }
   uint32_t shape[EXO_TENSOR_MAX_DIMS];
@@ -462,14 +450,14 @@ int exo_tensor_payload_read(const void *payload, size_t len, struct exo_tensor_v
     return -EPROTO;
   for (uint32_t i = ndim; i < EXO_TENSOR_MAX_DIMS; i++) {
     if (shape[i]) {
-      set_err(err, errlen, "tensor payload: dim %u is %u past ndim %u (must be 0)", i, shape[i],
+      exo_errf(err, errlen, "tensor payload: dim %u is %u past ndim %u (must be 0)", i, shape[i],
               ndim);
       return -EPROTO;
     }
   }
   size_t have = len - EXO_TENSOR_META_SIZE;
   if (n != have) {
-    set_err(err, errlen, "tensor payload: shape of %s needs %zu data bytes, have %zu",
+    exo_errf(err, errlen, "tensor payload: shape of %s needs %zu data bytes, have %zu",
             exo_wire_dtype_name(dtype), n, have);
     return -EPROTO;
   }

@@ -3,10 +3,10 @@
  * with NN_DONTWAIT under EXO_NODE_RECV_BUDGET; one NN_PUSH per peer; HELLO frames map
  * peer addresses to node ids. Must not block a loop (every nn_send is NN_DONTWAIT) and
  * must not trust a frame before exo_envelope_open accepted it. */
+#include "common/err.h"
 #include "runtime/node_private.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,18 +18,6 @@
 
 #define HELLO_FIRST_MS 50u
 #define HELLO_MAX_MS 800u
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-  if (!err || !errlen)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 /* ---- peers ---- */
 
@@ -266,7 +254,7 @@ static int transport_open(struct exo_node *node, char *err, size_t errlen)
   node->pull = nn_socket(AF_SP, NN_PULL);
   if (node->pull < 0) {
     int e = errno;
-    seterr(err, errlen, "nn_socket(NN_PULL): %s", nn_strerror(e));
+    exo_errf(err, errlen, "nn_socket(NN_PULL): %s", nn_strerror(e));
     return -e;
   }
   int maxsz = node->max_frame > INT32_MAX ? INT32_MAX : (int)node->max_frame;
@@ -275,14 +263,14 @@ static int transport_open(struct exo_node *node, char *err, size_t errlen)
   if (nn_setsockopt(node->pull, NN_SOL_SOCKET, NN_RCVMAXSIZE, &maxsz, sizeof maxsz) < 0 ||
       nn_bind(node->pull, node->listen) < 0) {
     int e = errno;
-    seterr(err, errlen, "listen %s: %s", node->listen, nn_strerror(e));
+    exo_errf(err, errlen, "listen %s: %s", node->listen, nn_strerror(e));
     return -e;
   }
   int rcvfd;
   size_t sz = sizeof rcvfd;
   if (nn_getsockopt(node->pull, NN_SOL_SOCKET, NN_RCVFD, &rcvfd, &sz) < 0) {
     int e = errno;
-    seterr(err, errlen, "NN_RCVFD: %s", nn_strerror(e));
+    exo_errf(err, errlen, "NN_RCVFD: %s", nn_strerror(e));
     return -e;
   }
   struct event_base *base = exo_loop_base(node->loops[0]);
@@ -291,7 +279,7 @@ static int transport_open(struct exo_node *node, char *err, size_t errlen)
   struct timeval tv = {.tv_sec = 0, .tv_usec = HELLO_FIRST_MS * 1000};
   if (!node->rcv_ev || !node->hello_ev || event_add(node->rcv_ev, NULL) < 0 ||
       event_add(node->hello_ev, &tv) < 0) {
-    seterr(err, errlen, "libevent: cannot watch the listen socket");
+    exo_errf(err, errlen, "libevent: cannot watch the listen socket");
     return -EIO;
   }
   return 0;
@@ -304,12 +292,12 @@ int exo_node_new_opts(const struct exo_node_opts *opts, struct exo_node **out, c
 {
   *out = NULL;
   if (opts->node_id == 0 || opts->loops == 0 || opts->loops > EXO_CONFIG_MAX_LOOPS) {
-    seterr(err, errlen, "node: node_id must be non-zero and loops in 1..%u (got id %u, loops %u)",
+    exo_errf(err, errlen, "node: node_id must be non-zero and loops in 1..%u (got id %u, loops %u)",
            EXO_CONFIG_MAX_LOOPS, opts->node_id, opts->loops);
     return -EINVAL;
   }
   if (opts->max_frame && opts->max_frame <= EXO_ENVELOPE_HEADER_SIZE) {
-    seterr(err, errlen, "node: max_frame %zu is not above the header size %u", opts->max_frame,
+    exo_errf(err, errlen, "node: max_frame %zu is not above the header size %u", opts->max_frame,
            EXO_ENVELOPE_HEADER_SIZE);
     return -EINVAL;
   }
@@ -332,13 +320,13 @@ int exo_node_new_opts(const struct exo_node_opts *opts, struct exo_node **out, c
     snprintf(name, sizeof name, "n%u-l%u", opts->node_id, i);
     rc = exo_loop_new(name, &node->loops[i]);
     if (rc < 0) {
-      seterr(err, errlen, "node: loop %u: %s", i, strerror(-rc));
+      exo_errf(err, errlen, "node: loop %u: %s", i, strerror(-rc));
       goto fail;
     }
   }
   rc = exo_supervisor_new(&opts->supervision, &node->sup);
   if (rc < 0) {
-    seterr(err, errlen, "node: supervision: intensity %u out of range 0..1024",
+    exo_errf(err, errlen, "node: supervision: intensity %u out of range 0..1024",
            opts->supervision.intensity);
     goto fail;
   }
@@ -366,20 +354,20 @@ int exo_node_spawn(struct exo_node *node, const char *name, const struct exo_act
   if (out)
     *out = NULL;
   if (atomic_load(&node->started)) {
-    seterr(err, errlen, "spawn %s: node already started", name);
+    exo_errf(err, errlen, "spawn %s: node already started", name);
     return -EBUSY;
   }
   size_t n = name ? strlen(name) : 0;
   if (n == 0 || n > EXO_CONFIG_MAX_NAME || strchr(name, '/') || !kind || !kind->message ||
       loop_index >= node->n_loops) {
-    seterr(err, errlen, "spawn %s: bad name, kind without message handler, or loop %u >= %u",
+    exo_errf(err, errlen, "spawn %s: bad name, kind without message handler, or loop %u >= %u",
            name ? name : "(null)", loop_index, node->n_loops);
     return -EINVAL;
   }
   uint32_t id = exo_actor_id(name);
   struct exo_actor *other = exo_node_lookup(node, id);
   if (other) {
-    seterr(err, errlen, "spawn %s: wire id 0x%08x already used by actor %s", name, id,
+    exo_errf(err, errlen, "spawn %s: wire id 0x%08x already used by actor %s", name, id,
            other->name);
     return -EEXIST;
   }
@@ -435,7 +423,7 @@ int exo_node_start(struct exo_node *node, char *err, size_t errlen)
     char ierr[256];
     int rc = exo_actor_run_init(a, ierr, sizeof ierr);
     if (rc < 0) {
-      seterr(err, errlen, "actor %s (kind %s): init failed: %s", a->name, a->kind->name,
+      exo_errf(err, errlen, "actor %s (kind %s): init failed: %s", a->name, a->kind->name,
              ierr[0] ? ierr : strerror(-rc));
       return rc;
     }
@@ -443,7 +431,7 @@ int exo_node_start(struct exo_node *node, char *err, size_t errlen)
   for (uint32_t i = 0; i < node->n_loops; i++) {
     int rc = exo_loop_start(node->loops[i]);
     if (rc < 0) {
-      seterr(err, errlen, "loop %u: start: %s", i, strerror(-rc));
+      exo_errf(err, errlen, "loop %u: start: %s", i, strerror(-rc));
       return rc;
     }
   }
@@ -550,7 +538,7 @@ int exo_node_new(const struct exo_config *cfg, const struct exo_actor_kind *cons
 {
   *out = NULL;
   if (cfg->node_id_auto || cfg->node_id == 0) {
-    seterr(err, errlen, "%s: node id: `auto` needs the discovery layer; give a number",
+    exo_errf(err, errlen, "%s: node id: `auto` needs the discovery layer; give a number",
            cfg->path ? cfg->path : "config");
     return -EINVAL;
   }
@@ -564,7 +552,7 @@ int exo_node_new(const struct exo_config *cfg, const struct exo_actor_kind *cons
   for (size_t i = 0; i < cfg->n_peers; i++) {
     rc = exo_node_add_peer(node, cfg->peers[i]);
     if (rc < 0) {
-      seterr(err, errlen, "%s: peers[%zu] %s: %s", cfg->path, i, cfg->peers[i], strerror(-rc));
+      exo_errf(err, errlen, "%s: peers[%zu] %s: %s", cfg->path, i, cfg->peers[i], strerror(-rc));
       goto fail;
     }
   }
@@ -575,7 +563,7 @@ int exo_node_new(const struct exo_config *cfg, const struct exo_actor_kind *cons
       if (strcmp(kinds[k]->name, ac->kind) == 0)
         kind = kinds[k];
     if (!kind) {
-      seterr(err, errlen, "%s:%d:%d: actors[%zu].kind: unknown kind \"%s\"", cfg->path,
+      exo_errf(err, errlen, "%s:%d:%d: actors[%zu].kind: unknown kind \"%s\"", cfg->path,
              ac->kind_pos.line, ac->kind_pos.col, i, ac->kind);
       rc = -EINVAL;
       goto fail;

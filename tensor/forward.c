@@ -5,12 +5,12 @@
  * row); attention runs per sequence against its own cache.
  * Must not allocate in a decode step once the scratch has grown, and must not change a
  * cache when it returns an error. */
+#include "common/err.h"
 #include "tensor/forward.h"
 
 #include <cblas.h>
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,30 +39,20 @@ struct exo_forward_scratch {
   float *inv_freq;   /* (head_dim / 2) RoPE frequencies */
 };
 
-static void exo_forward_err(char *err, size_t errlen, const char *fmt, ...)
-{
-  if (!err || !errlen)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 static int exo_forward_check_weight(const struct exo_weight *w, int64_t rows, int64_t cols,
                                     int layer, const char *name, char *err, size_t errlen)
 {
   if (!w->data) {
-    exo_forward_err(err, errlen, "layer %d: weight %s missing", layer, name);
+    exo_errf(err, errlen, "layer %d: weight %s missing", layer, name);
     return -EINVAL;
   }
   if (w->dtype != EXO_DTYPE_F32) {
-    exo_forward_err(err, errlen, "layer %d: weight %s is not F32 (dtype %d)", layer, name,
+    exo_errf(err, errlen, "layer %d: weight %s is not F32 (dtype %d)", layer, name,
                     (int)w->dtype);
     return -ENOTSUP;
   }
   if (w->rows != rows || w->cols != cols) {
-    exo_forward_err(err, errlen,
+    exo_errf(err, errlen,
                     "layer %d: weight %s has shape [%lld, %lld], expected [%lld, %lld]", layer,
                     name, (long long)w->rows, (long long)w->cols, (long long)rows,
                     (long long)cols);
@@ -78,7 +68,7 @@ static int exo_forward_check_model(const struct exo_model *m, char *err, size_t 
   if (c->hidden_size <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 || c->head_dim <= 0 ||
       c->head_dim % 2 || c->intermediate_size <= 0 || c->vocab_size <= 0 ||
       c->n_heads % c->n_kv_heads) {
-    exo_forward_err(err, errlen,
+    exo_errf(err, errlen,
                     "config: unusable dims (hidden %d, heads %d, kv heads %d, head_dim %d, "
                     "intermediate %d, vocab %d)",
                     c->hidden_size, c->n_heads, c->n_kv_heads, c->head_dim,
@@ -86,7 +76,7 @@ static int exo_forward_check_model(const struct exo_model *m, char *err, size_t 
     return -EINVAL;
   }
   if (m->layer_begin < 0 || m->layer_end > c->n_layers || m->layer_begin >= m->layer_end) {
-    exo_forward_err(err, errlen, "layer range [%d, %d) outside [0, %d)", m->layer_begin,
+    exo_errf(err, errlen, "layer range [%d, %d) outside [0, %d)", m->layer_begin,
                     m->layer_end, c->n_layers);
     return -EINVAL;
   }
@@ -180,7 +170,7 @@ int exo_forward_scratch_new(const struct exo_model *m, int max_tokens, int max_p
     goto fail;
   }
   if ((rc = exo_rope_inv_freq(&m->cfg, s->inv_freq))) {
-    exo_forward_err(err, errlen, "config: unusable RoPE parameters (theta %g, scaling %d)",
+    exo_errf(err, errlen, "config: unusable RoPE parameters (theta %g, scaling %d)",
                     (double)m->cfg.rope_theta, (int)m->cfg.rope_scaling);
     goto fail;
   }
@@ -191,7 +181,7 @@ int exo_forward_scratch_new(const struct exo_model *m, int max_tokens, int max_p
   return 0;
 fail:
   if (rc == -ENOMEM)
-    exo_forward_err(err, errlen, "out of memory for forward scratch");
+    exo_errf(err, errlen, "out of memory for forward scratch");
   exo_forward_scratch_free(s);
   return rc;
 }
@@ -245,11 +235,11 @@ static int exo_forward_prepare(const struct exo_model *m, const struct exo_forwa
 {
   const int kv_dim = m->cfg.n_kv_heads * m->cfg.head_dim;
   if (b->n_seqs <= 0 || !b->seqs) {
-    exo_forward_err(err, errlen, "batch: %d sequences, expected at least 1", b->n_seqs);
+    exo_errf(err, errlen, "batch: %d sequences, expected at least 1", b->n_seqs);
     return -EINVAL;
   }
   if (m->layer_begin == 0 ? !b->tokens : !b->hidden_in) {
-    exo_forward_err(err, errlen, "batch: layer range starts at %d, so %s is required",
+    exo_errf(err, errlen, "batch: layer range starts at %d, so %s is required",
                     m->layer_begin, m->layer_begin == 0 ? "tokens" : "hidden_in");
     return -EINVAL;
   }
@@ -258,29 +248,29 @@ static int exo_forward_prepare(const struct exo_model *m, const struct exo_forwa
   for (int i = 0; i < b->n_seqs; i++) {
     const struct exo_forward_seq *q = &b->seqs[i];
     if (!q->kv || q->kv->n_layers != m->layer_end - m->layer_begin || q->kv->kv_dim != kv_dim) {
-      exo_forward_err(err, errlen, "sequence %d: KV cache missing or shaped for another model",
+      exo_errf(err, errlen, "sequence %d: KV cache missing or shaped for another model",
                       i);
       return -EINVAL;
     }
     if (q->start_pos != q->kv->n_pos) {
-      exo_forward_err(err, errlen,
+      exo_errf(err, errlen,
                       "sequence %d: start_pos %d but its KV cache holds %d positions "
                       "(truncate it to redo a step)",
                       i, q->start_pos, q->kv->n_pos);
       return -EINVAL;
     }
     if (q->n_tokens <= 0 || q->n_tokens > INT32_MAX - q->start_pos) {
-      exo_forward_err(err, errlen, "sequence %d: n_tokens %d, expected >= 1", i, q->n_tokens);
+      exo_errf(err, errlen, "sequence %d: n_tokens %d, expected >= 1", i, q->n_tokens);
       return -EINVAL;
     }
     for (int j = 0; j < i; j++)
       if (b->seqs[j].kv == q->kv) {
-        exo_forward_err(err, errlen, "sequences %d and %d share a KV cache", j, i);
+        exo_errf(err, errlen, "sequences %d and %d share a KV cache", j, i);
         return -EINVAL;
       }
     const int end = q->start_pos + q->n_tokens;
     if (end > q->kv->max_positions) {
-      exo_forward_err(err, errlen, "sequence %d: position %d beyond the cache's limit of %d",
+      exo_errf(err, errlen, "sequence %d: position %d beyond the cache's limit of %d",
                       i, end - 1, q->kv->max_positions);
       return -ENOSPC;
     }
@@ -288,26 +278,26 @@ static int exo_forward_prepare(const struct exo_model *m, const struct exo_forwa
       max_ctx = end;
     total += q->n_tokens;
     if (total > INT32_MAX / 2) {
-      exo_forward_err(err, errlen, "batch: too many tokens");
+      exo_errf(err, errlen, "batch: too many tokens");
       return -EINVAL;
     }
   }
   if (m->layer_begin == 0)
     for (long t = 0; t < total; t++)
       if (b->tokens[t] < 0 || b->tokens[t] >= m->cfg.vocab_size) {
-        exo_forward_err(err, errlen, "token %ld: id %d outside the vocabulary [0, %d)", t,
+        exo_errf(err, errlen, "token %ld: id %d outside the vocabulary [0, %d)", t,
                         (int)b->tokens[t], m->cfg.vocab_size);
         return -EINVAL;
       }
   if (exo_forward_scratch_reserve(s, (int)total, max_ctx)) {
-    exo_forward_err(err, errlen, "out of memory for %ld tokens", total);
+    exo_errf(err, errlen, "out of memory for %ld tokens", total);
     return -ENOMEM;
   }
   for (int i = 0; i < b->n_seqs; i++) {
     const struct exo_forward_seq *q = &b->seqs[i];
     int rc = exo_kv_cache_reserve(q->kv, q->start_pos + q->n_tokens);
     if (rc) {
-      exo_forward_err(err, errlen, "sequence %d: cannot grow the KV cache to %d positions", i,
+      exo_errf(err, errlen, "sequence %d: cannot grow the KV cache to %d positions", i,
                       q->start_pos + q->n_tokens);
       return rc;
     }
@@ -378,7 +368,7 @@ int exo_forward(const struct exo_model *m, const struct exo_forward_batch *b, fl
                 struct exo_forward_scratch *s, char *err, size_t errlen)
 {
   if (s->model != m) {
-    exo_forward_err(err, errlen, "scratch was made for another model");
+    exo_errf(err, errlen, "scratch was made for another model");
     return -EINVAL;
   }
   const int total = exo_forward_prepare(m, b, s, err, errlen);

@@ -3,12 +3,12 @@
  * Must touch only the tensors of its range: it maps files read-only, issues
  * madvise(WILLNEED) on exactly the needed byte ranges and never reads a whole file.
  * Everything read from disk is validated against config.json with named errors. */
+#include "common/err.h"
 #include "tensor/model.h"
 
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,18 +39,6 @@ struct exo_model_files {
   size_t n_bufs, cap_bufs;
 };
 
-static void exo_model_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void exo_model_err(char *err, size_t errlen, const char *fmt, ...)
-{
-  if (!err || !errlen)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 static char *exo_path_join(const char *dir, const char *name)
 {
   size_t n = strlen(dir) + strlen(name) + 2;
@@ -69,19 +57,19 @@ static int exo_cfg_int(json_t *root, const char *field, int required, long long 
   json_t *v = json_object_get(root, field);
   if (!v || json_is_null(v)) {
     if (required) {
-      exo_model_err(err, errlen, EXO_CFG ": field '%s' is missing", field);
+      exo_errf(err, errlen, EXO_CFG ": field '%s' is missing", field);
       return -EINVAL;
     }
     *out = (int)def;
     return 0;
   }
   if (!json_is_integer(v)) {
-    exo_model_err(err, errlen, EXO_CFG ": field '%s' must be an integer", field);
+    exo_errf(err, errlen, EXO_CFG ": field '%s' must be an integer", field);
     return -EINVAL;
   }
   long long x = json_integer_value(v);
   if (x < lo || x > hi) {
-    exo_model_err(err, errlen, EXO_CFG ": field '%s' is %lld, expected %lld..%lld", field, x,
+    exo_errf(err, errlen, EXO_CFG ": field '%s' is %lld, expected %lld..%lld", field, x,
                   lo, hi);
     return -EINVAL;
   }
@@ -96,19 +84,19 @@ static int exo_cfg_num(json_t *obj, const char *prefix, const char *field, int r
   json_t *v = json_object_get(obj, field);
   if (!v || json_is_null(v)) {
     if (required) {
-      exo_model_err(err, errlen, EXO_CFG ": field '%s%s' is missing", prefix, field);
+      exo_errf(err, errlen, EXO_CFG ": field '%s%s' is missing", prefix, field);
       return -EINVAL;
     }
     *out = def;
     return 0;
   }
   if (!json_is_number(v)) {
-    exo_model_err(err, errlen, EXO_CFG ": field '%s%s' must be a number", prefix, field);
+    exo_errf(err, errlen, EXO_CFG ": field '%s%s' must be a number", prefix, field);
     return -EINVAL;
   }
   *out = json_number_value(v);
   if (positive && !(*out > 0)) {
-    exo_model_err(err, errlen, EXO_CFG ": field '%s%s' is %g, expected > 0", prefix, field,
+    exo_errf(err, errlen, EXO_CFG ": field '%s%s' is %g, expected > 0", prefix, field,
                   *out);
     return -EINVAL;
   }
@@ -124,7 +112,7 @@ static int exo_cfg_bool(json_t *root, const char *field, int def, int *out, char
     return 0;
   }
   if (!json_is_boolean(v)) {
-    exo_model_err(err, errlen, EXO_CFG ": field '%s' must be true or false", field);
+    exo_errf(err, errlen, EXO_CFG ": field '%s' must be true or false", field);
     return -EINVAL;
   }
   *out = json_is_true(v);
@@ -142,7 +130,7 @@ static int exo_cfg_special_ids(json_t *root, const char *file, struct exo_model_
   } else if (b) {
     if (!json_is_integer(b) || json_integer_value(b) < 0 ||
         json_integer_value(b) >= cfg->vocab_size) {
-      exo_model_err(err, errlen, "%s: field 'bos_token_id' must be an integer in 0..%d", file,
+      exo_errf(err, errlen, "%s: field 'bos_token_id' must be an integer in 0..%d", file,
                     cfg->vocab_size - 1);
       return -EINVAL;
     }
@@ -156,12 +144,12 @@ static int exo_cfg_special_ids(json_t *root, const char *file, struct exo_model_
     return 0;
   size_t n = json_is_array(e) ? json_array_size(e) : 1;
   if (!json_is_array(e) && !json_is_integer(e)) {
-    exo_model_err(err, errlen, "%s: field 'eos_token_id' must be an integer or a list of "
+    exo_errf(err, errlen, "%s: field 'eos_token_id' must be an integer or a list of "
                   "integers", file);
     return -EINVAL;
   }
   if (n > EXO_MAX_EOS_IDS) {
-    exo_model_err(err, errlen, "%s: field 'eos_token_id' lists %zu ids, at most %d supported",
+    exo_errf(err, errlen, "%s: field 'eos_token_id' lists %zu ids, at most %d supported",
                   file, n, EXO_MAX_EOS_IDS);
     return -EINVAL;
   }
@@ -169,7 +157,7 @@ static int exo_cfg_special_ids(json_t *root, const char *file, struct exo_model_
     json_t *x = json_is_array(e) ? json_array_get(e, i) : e;
     if (!json_is_integer(x) || json_integer_value(x) < 0 ||
         json_integer_value(x) >= cfg->vocab_size) {
-      exo_model_err(err, errlen, "%s: field 'eos_token_id' entries must be integers in 0..%d",
+      exo_errf(err, errlen, "%s: field 'eos_token_id' entries must be integers in 0..%d",
                     file, cfg->vocab_size - 1);
       return -EINVAL;
     }
@@ -197,7 +185,7 @@ static int exo_cfg_dtype(json_t *root, struct exo_model_config *cfg, char *err, 
   else if (!strcmp(s, "bfloat16"))
     cfg->dtype = EXO_DTYPE_BF16;
   else {
-    exo_model_err(err, errlen, EXO_CFG ": field '%s' is '%s' (supported: float32, float16, "
+    exo_errf(err, errlen, EXO_CFG ": field '%s' is '%s' (supported: float32, float16, "
                   "bfloat16)", field, s);
     return -EINVAL;
   }
@@ -216,12 +204,12 @@ static int exo_cfg_rope(json_t *root, struct exo_model_config *cfg, char *err, s
   int rc;
   if (rp && !json_is_null(rp)) {
     if (!json_is_object(rp)) {
-      exo_model_err(err, errlen, EXO_CFG ": field 'rope_parameters' must be an object");
+      exo_errf(err, errlen, EXO_CFG ": field 'rope_parameters' must be an object");
       return -EINVAL;
     }
     if (!json_object_get(rp, "rope_type") && !json_object_get(rp, "type") &&
         !json_object_get(rp, "rope_theta")) {
-      exo_model_err(err, errlen, EXO_CFG ": field 'rope_parameters' has neither 'rope_type' "
+      exo_errf(err, errlen, EXO_CFG ": field 'rope_parameters' has neither 'rope_type' "
                     "nor 'rope_theta' (per-layer-type RoPE is not supported)");
       return -EINVAL;
     }
@@ -229,7 +217,7 @@ static int exo_cfg_rope(json_t *root, struct exo_model_config *cfg, char *err, s
     prefix = "rope_parameters.";
   } else if (rs && !json_is_null(rs)) {
     if (!json_is_object(rs)) {
-      exo_model_err(err, errlen, EXO_CFG ": field 'rope_scaling' must be null or an object");
+      exo_errf(err, errlen, EXO_CFG ": field 'rope_scaling' must be null or an object");
       return -EINVAL;
     }
     params = rs;
@@ -254,12 +242,12 @@ static int exo_cfg_rope(json_t *root, struct exo_model_config *cfg, char *err, s
   const char *type = "default";
   if (t && !json_is_null(t)) {
     if (!json_is_string(t)) {
-      exo_model_err(err, errlen, EXO_CFG ": field '%s%s' must be a string", prefix, tfield);
+      exo_errf(err, errlen, EXO_CFG ": field '%s%s' must be a string", prefix, tfield);
       return -EINVAL;
     }
     type = json_string_value(t);
   } else if (params == rs) {
-    exo_model_err(err, errlen, EXO_CFG ": field 'rope_scaling' has no 'rope_type' (or 'type')");
+    exo_errf(err, errlen, EXO_CFG ": field 'rope_scaling' has no 'rope_type' (or 'type')");
     return -EINVAL;
   }
   double f, lo, hi;
@@ -280,13 +268,13 @@ static int exo_cfg_rope(json_t *root, struct exo_model_config *cfg, char *err, s
       return rc;
     json_t *o = json_object_get(params, "original_max_position_embeddings");
     if (!json_is_integer(o) || json_integer_value(o) <= 0 || json_integer_value(o) > INT_MAX) {
-      exo_model_err(err, errlen, EXO_CFG ": field '%soriginal_max_position_embeddings' must be "
+      exo_errf(err, errlen, EXO_CFG ": field '%soriginal_max_position_embeddings' must be "
                     "a positive integer", prefix);
       return -EINVAL;
     }
     omax = (int)json_integer_value(o);
     if (!(hi > lo)) {
-      exo_model_err(err, errlen, EXO_CFG ": %shigh_freq_factor %g must exceed low_freq_factor %g",
+      exo_errf(err, errlen, EXO_CFG ": %shigh_freq_factor %g must exceed low_freq_factor %g",
                     prefix, hi, lo);
       return -EINVAL;
     }
@@ -297,7 +285,7 @@ static int exo_cfg_rope(json_t *root, struct exo_model_config *cfg, char *err, s
     cfg->rope_original_max_position = omax;
     return 0;
   }
-  exo_model_err(err, errlen, EXO_CFG ": %s%s '%s' is not supported (supported: default, "
+  exo_errf(err, errlen, EXO_CFG ": %s%s '%s' is not supported (supported: default, "
                 "linear, llama3)", prefix, tfield, type);
   return -EINVAL;
 }
@@ -311,7 +299,7 @@ static int exo_cfg_sliding(json_t *root, struct exo_model_config *cfg, char *err
   long long window = -1;
   if (w && !json_is_null(w)) {
     if (!json_is_integer(w)) {
-      exo_model_err(err, errlen, EXO_CFG ": field 'sliding_window' must be an integer or null");
+      exo_errf(err, errlen, EXO_CFG ": field 'sliding_window' must be an integer or null");
       return -EINVAL;
     }
     window = json_integer_value(w);
@@ -333,7 +321,7 @@ static int exo_cfg_sliding(json_t *root, struct exo_model_config *cfg, char *err
       enabled = 1;
   }
   if (enabled && window >= 0 && window < cfg->max_position_embeddings) {
-    exo_model_err(err, errlen, EXO_CFG ": sliding-window attention (sliding_window %lld < "
+    exo_errf(err, errlen, EXO_CFG ": sliding-window attention (sliding_window %lld < "
                   "max_position_embeddings %d) is not supported", window,
                   cfg->max_position_embeddings);
     return -ENOTSUP;
@@ -348,13 +336,13 @@ static int exo_cfg_parse(json_t *root, struct exo_model_config *cfg, char *err, 
 {
   int rc;
   if (!json_is_object(root)) {
-    exo_model_err(err, errlen, EXO_CFG ": top level is not an object");
+    exo_errf(err, errlen, EXO_CFG ": top level is not an object");
     return -EINVAL;
   }
   json_t *archs = json_object_get(root, "architectures");
   json_t *a0 = json_array_get(archs, 0);
   if (!json_is_string(a0)) {
-    exo_model_err(err, errlen, EXO_CFG ": field 'architectures' must be a non-empty list of "
+    exo_errf(err, errlen, EXO_CFG ": field 'architectures' must be a non-empty list of "
                   "strings");
     return -EINVAL;
   }
@@ -363,7 +351,7 @@ static int exo_cfg_parse(json_t *root, struct exo_model_config *cfg, char *err, 
   for (size_t i = 0; i < sizeof exo_archs / sizeof exo_archs[0]; i++)
     known |= !strcmp(arch, exo_archs[i]);
   if (!known) {
-    exo_model_err(err, errlen, EXO_CFG ": architecture '%.100s' is not supported (supported: "
+    exo_errf(err, errlen, EXO_CFG ": architecture '%.100s' is not supported (supported: "
                   "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)", arch);
     return -ENOTSUP;
   }
@@ -391,7 +379,7 @@ static int exo_cfg_parse(json_t *root, struct exo_model_config *cfg, char *err, 
     return rc;
   if (!cfg->head_dim) {
     if (cfg->hidden_size % cfg->n_heads) {
-      exo_model_err(err, errlen, EXO_CFG ": hidden_size %d is not divisible by "
+      exo_errf(err, errlen, EXO_CFG ": hidden_size %d is not divisible by "
                     "num_attention_heads %d (and no head_dim is given)", cfg->hidden_size,
                     cfg->n_heads);
       return -EINVAL;
@@ -399,17 +387,17 @@ static int exo_cfg_parse(json_t *root, struct exo_model_config *cfg, char *err, 
     cfg->head_dim = cfg->hidden_size / cfg->n_heads;
   }
   if (cfg->head_dim % 2) {
-    exo_model_err(err, errlen, EXO_CFG ": head_dim %d is odd (RoPE rotates pairs)",
+    exo_errf(err, errlen, EXO_CFG ": head_dim %d is odd (RoPE rotates pairs)",
                   cfg->head_dim);
     return -EINVAL;
   }
   if (cfg->n_heads % cfg->n_kv_heads) {
-    exo_model_err(err, errlen, EXO_CFG ": num_attention_heads %d is not a multiple of "
+    exo_errf(err, errlen, EXO_CFG ": num_attention_heads %d is not a multiple of "
                   "num_key_value_heads %d", cfg->n_heads, cfg->n_kv_heads);
     return -EINVAL;
   }
   if ((long long)cfg->n_heads * cfg->head_dim > EXO_MAX_DIM) {
-    exo_model_err(err, errlen, EXO_CFG ": num_attention_heads * head_dim = %lld exceeds %d",
+    exo_errf(err, errlen, EXO_CFG ": num_attention_heads * head_dim = %lld exceeds %d",
                   (long long)cfg->n_heads * cfg->head_dim, EXO_MAX_DIM);
     return -EINVAL;
   }
@@ -419,7 +407,7 @@ static int exo_cfg_parse(json_t *root, struct exo_model_config *cfg, char *err, 
   cfg->rms_norm_eps = (float)eps;
   json_t *act = json_object_get(root, "hidden_act");
   if (act && (!json_is_string(act) || strcmp(json_string_value(act), "silu"))) {
-    exo_model_err(err, errlen, EXO_CFG ": hidden_act '%s' is not supported (supported: silu)",
+    exo_errf(err, errlen, EXO_CFG ": hidden_act '%s' is not supported (supported: silu)",
                   json_is_string(act) ? json_string_value(act) : "?");
     return -ENOTSUP;
   }
@@ -430,7 +418,7 @@ static int exo_cfg_parse(json_t *root, struct exo_model_config *cfg, char *err, 
                          errlen)) < 0)
     return rc;
   if (mlp_bias && is_llama) {
-    exo_model_err(err, errlen, EXO_CFG ": mlp_bias true is not supported");
+    exo_errf(err, errlen, EXO_CFG ": mlp_bias true is not supported");
     return -ENOTSUP;
   }
   /* Qwen2 always has q/k/v biases; Llama's attention_bias adds them to q/k/v and o;
@@ -461,13 +449,13 @@ int exo_model_config_load(const char *dir, struct exo_model_config *cfg, char *e
   }
   if (access(path, R_OK) < 0) {
     rc = -errno;
-    exo_model_err(err, errlen, EXO_CFG ": cannot read %s: %s", path, strerror(errno));
+    exo_errf(err, errlen, EXO_CFG ": cannot read %s: %s", path, strerror(errno));
     goto fail;
   }
   root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
   if (!root) {
     rc = -EINVAL;
-    exo_model_err(err, errlen, EXO_CFG ":%d:%d: %s", jerr.line, jerr.column, jerr.text);
+    exo_errf(err, errlen, EXO_CFG ":%d:%d: %s", jerr.line, jerr.column, jerr.text);
     goto fail;
   }
   if ((rc = exo_cfg_parse(root, cfg, err, errlen)) < 0)
@@ -478,7 +466,7 @@ int exo_model_config_load(const char *dir, struct exo_model_config *cfg, char *e
     gen = json_load_file(gpath, JSON_REJECT_DUPLICATES, &jerr);
     if (!gen || !json_is_object(gen)) {
       rc = -EINVAL;
-      exo_model_err(err, errlen, EXO_GEN_CFG ":%d:%d: %s", gen ? 1 : jerr.line,
+      exo_errf(err, errlen, EXO_GEN_CFG ":%d:%d: %s", gen ? 1 : jerr.line,
                     gen ? 1 : jerr.column, gen ? "top level is not an object" : jerr.text);
       goto fail;
     }
@@ -492,7 +480,7 @@ fail:
   free(path);
   free(gpath);
   if (rc == -ENOMEM)
-    exo_model_err(err, errlen, EXO_CFG ": out of memory");
+    exo_errf(err, errlen, EXO_CFG ": out of memory");
   return rc;
 }
 
@@ -513,20 +501,20 @@ static int exo_files_open_index(struct exo_model_files *f, char *err, size_t err
   }
   if (access(index, F_OK) < 0) {
     rc = -ENOENT;
-    exo_model_err(err, errlen, "%s: neither " EXO_SINGLE " nor " EXO_INDEX " found", f->dir);
+    exo_errf(err, errlen, "%s: neither " EXO_SINGLE " nor " EXO_INDEX " found", f->dir);
     goto out;
   }
   json_error_t jerr;
   root = json_load_file(index, JSON_REJECT_DUPLICATES, &jerr);
   if (!root) {
     rc = -EINVAL;
-    exo_model_err(err, errlen, EXO_INDEX ":%d:%d: %s", jerr.line, jerr.column, jerr.text);
+    exo_errf(err, errlen, EXO_INDEX ":%d:%d: %s", jerr.line, jerr.column, jerr.text);
     goto out;
   }
   json_t *wm = json_object_get(root, "weight_map");
   if (!json_is_object(wm)) {
     rc = -EINVAL;
-    exo_model_err(err, errlen, EXO_INDEX ": field 'weight_map' must be an object");
+    exo_errf(err, errlen, EXO_INDEX ": field 'weight_map' must be an object");
     goto out;
   }
   const char *k;
@@ -537,7 +525,7 @@ static int exo_files_open_index(struct exo_model_files *f, char *err, size_t err
     /* Shards must sit beside the index: no paths, so an index cannot reach elsewhere. */
     if (!s || strchr(s, '/') || n < 12 || strcmp(s + n - 12, ".safetensors")) {
       rc = -EINVAL;
-      exo_model_err(err, errlen, EXO_INDEX ": weight_map['%s'] must be a *.safetensors file "
+      exo_errf(err, errlen, EXO_INDEX ": weight_map['%s'] must be a *.safetensors file "
                     "name in the same directory", k);
       goto out;
     }
@@ -624,7 +612,7 @@ static int exo_load_tensor(struct exo_model *m, const char *name, int64_t rows, 
   if (f->weight_map) {
     json_t *v = json_object_get(f->weight_map, name);
     if (!v) {
-      exo_model_err(err, errlen, EXO_INDEX ": tensor '%s' is missing from weight_map", name);
+      exo_errf(err, errlen, EXO_INDEX ": tensor '%s' is missing from weight_map", name);
       return -ENOENT;
     }
     file = json_string_value(v);
@@ -633,7 +621,7 @@ static int exo_load_tensor(struct exo_model *m, const char *name, int64_t rows, 
     return rc;
   const struct exo_st_tensor *t = exo_safetensors_find(st, name);
   if (!t) {
-    exo_model_err(err, errlen, "%s: tensor '%s' is missing", file, name);
+    exo_errf(err, errlen, "%s: tensor '%s' is missing", file, name);
     return -ENOENT;
   }
   int want_dims = cols ? 2 : 1;
@@ -644,15 +632,15 @@ static int exo_load_tensor(struct exo_model *m, const char *name, int64_t rows, 
       off += (size_t)snprintf(got + off, sizeof got - off, "%s%lld", d ? ", " : "",
                               (long long)t->shape[d]);
     if (cols)
-      exo_model_err(err, errlen, "%s: tensor '%s': shape [%s], expected [%lld, %lld]", file,
+      exo_errf(err, errlen, "%s: tensor '%s': shape [%s], expected [%lld, %lld]", file,
                     name, got, (long long)rows, (long long)cols);
     else
-      exo_model_err(err, errlen, "%s: tensor '%s': shape [%s], expected [%lld]", file, name,
+      exo_errf(err, errlen, "%s: tensor '%s': shape [%s], expected [%lld]", file, name,
                     got, (long long)rows);
     return -EINVAL;
   }
   if (t->dtype != EXO_ST_F32 && t->dtype != EXO_ST_F16 && t->dtype != EXO_ST_BF16) {
-    exo_model_err(err, errlen, "%s: tensor '%s': dtype %s is not supported (F32, F16, BF16)",
+    exo_errf(err, errlen, "%s: tensor '%s': dtype %s is not supported (F32, F16, BF16)",
                   file, name, exo_st_dtype_name(t->dtype));
     return -ENOTSUP;
   }
@@ -669,7 +657,7 @@ static int exo_load_tensor(struct exo_model *m, const char *name, int64_t rows, 
   float *buf = aligned_alloc(64, bytes ? bytes : 64);
   if (!buf || exo_files_keep(f, buf) < 0) {
     free(buf);
-    exo_model_err(err, errlen, "%s: tensor '%s': out of memory for %zu bytes", file, name,
+    exo_errf(err, errlen, "%s: tensor '%s': out of memory for %zu bytes", file, name,
                   bytes);
     return -ENOMEM;
   }
@@ -759,7 +747,7 @@ int exo_model_load(const char *dir, int layer_begin, int layer_end, struct exo_m
     layer_end = L;
   if (layer_begin < 0 || layer_begin >= layer_end || layer_end > L) {
     rc = -EINVAL;
-    exo_model_err(err, errlen, "layer range [%d, %d) is invalid for %d layers (need 0 <= a < "
+    exo_errf(err, errlen, "layer range [%d, %d) is invalid for %d layers (need 0 <= a < "
                   "b <= %d)", layer_begin, layer_end, L, L);
     goto fail;
   }
@@ -805,7 +793,7 @@ int exo_model_load(const char *dir, int layer_begin, int layer_end, struct exo_m
   return 0;
 fail:
   if (rc == -ENOMEM && err && errlen && !err[0])
-    exo_model_err(err, errlen, "%s: out of memory", dir);
+    exo_errf(err, errlen, "%s: out of memory", dir);
   exo_model_free(m);
   return rc;
 }

@@ -3,12 +3,12 @@
  * normals by Box-Muller, scaled like the reference fixtures: norm weights 1 + 0.2 N,
  * biases 0.1 N, embeddings and lm_head (2 / sqrt(hidden)) N, other matrices
  * N / sqrt(in_features). Data is produced and written in fixed-size chunks. */
+#include "common/err.h"
 #include "tensor/model_writer.h"
 
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,18 +35,6 @@ struct exo_rng {
   int have_spare;
   double spare;
 };
-
-static void exo_writer_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void exo_writer_err(char *err, size_t errlen, const char *fmt, ...)
-{
-  if (!err || !errlen)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 static uint64_t exo_splitmix64(uint64_t *x)
 {
@@ -115,42 +103,42 @@ static int exo_spec_check(const struct exo_model_spec *s, int *head_dim, char *e
   };
   for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
     if (dims[i].v < 1 || dims[i].v > dims[i].max) {
-      exo_writer_err(err, errlen, "%s is %d, expected 1..%d", dims[i].name, dims[i].v,
+      exo_errf(err, errlen, "%s is %d, expected 1..%d", dims[i].name, dims[i].v,
                      dims[i].max);
       return -EINVAL;
     }
   *head_dim = s->head_dim;
   if (!*head_dim) {
     if (s->hidden_size % s->n_heads) {
-      exo_writer_err(err, errlen, "hidden %d is not divisible by heads %d (give --head-dim)",
+      exo_errf(err, errlen, "hidden %d is not divisible by heads %d (give --head-dim)",
                      s->hidden_size, s->n_heads);
       return -EINVAL;
     }
     *head_dim = s->hidden_size / s->n_heads;
   }
   if (*head_dim < 2 || *head_dim % 2 || *head_dim > (1 << 16)) {
-    exo_writer_err(err, errlen, "head-dim %d must be even and 2..65536", *head_dim);
+    exo_errf(err, errlen, "head-dim %d must be even and 2..65536", *head_dim);
     return -EINVAL;
   }
   if (s->n_heads % s->n_kv_heads) {
-    exo_writer_err(err, errlen, "heads %d is not a multiple of kv-heads %d", s->n_heads,
+    exo_errf(err, errlen, "heads %d is not a multiple of kv-heads %d", s->n_heads,
                    s->n_kv_heads);
     return -EINVAL;
   }
   if (s->arch != EXO_MODEL_ARCH_LLAMA && s->arch != EXO_MODEL_ARCH_QWEN2) {
-    exo_writer_err(err, errlen, "unknown arch %d", (int)s->arch);
+    exo_errf(err, errlen, "unknown arch %d", (int)s->arch);
     return -EINVAL;
   }
   if (s->dtype != EXO_DTYPE_F32 && s->dtype != EXO_DTYPE_F16 && s->dtype != EXO_DTYPE_BF16) {
-    exo_writer_err(err, errlen, "unknown dtype %d", (int)s->dtype);
+    exo_errf(err, errlen, "unknown dtype %d", (int)s->dtype);
     return -EINVAL;
   }
   if (s->n_shards < 0 || s->n_shards > 99999) {
-    exo_writer_err(err, errlen, "shards %d, expected 1..99999", s->n_shards);
+    exo_errf(err, errlen, "shards %d, expected 1..99999", s->n_shards);
     return -EINVAL;
   }
   if (s->rope_theta < 0 || s->rms_norm_eps < 0 || s->max_position_embeddings < 0) {
-    exo_writer_err(err, errlen, "rope theta, rms eps and max positions must be positive");
+    exo_errf(err, errlen, "rope theta, rms eps and max positions must be positive");
     return -EINVAL;
   }
   return 0;
@@ -294,7 +282,7 @@ static int exo_write_shard(const char *dir, const struct exo_model_spec *s, stru
   fp = fopen(path, "wb");
   if (!fp) {
     rc = -errno;
-    exo_writer_err(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+    exo_errf(err, errlen, "%s: cannot create: %s", path, strerror(errno));
     goto fail;
   }
   unsigned char len8[8];
@@ -317,10 +305,10 @@ static int exo_write_shard(const char *dir, const struct exo_model_spec *s, stru
   rc = 0;
   goto done;
 io_fail:
-  exo_writer_err(err, errlen, "%s: write failed: %s", name, strerror(errno ? errno : EIO));
+  exo_errf(err, errlen, "%s: write failed: %s", name, strerror(errno ? errno : EIO));
 fail:
   if (rc == -ENOMEM)
-    exo_writer_err(err, errlen, "%s: out of memory", name);
+    exo_errf(err, errlen, "%s: out of memory", name);
   if (fp)
     fclose(fp);
   if (path)
@@ -329,6 +317,24 @@ done:
   free(path);
   free(text);
   json_decref(hdr);
+  return rc;
+}
+
+/* Writes doc as dir/name. Takes ownership of doc; NULL means building it ran out of memory. */
+static int exo_write_json(const char *dir, const char *name, json_t *doc, char *err,
+                          size_t errlen)
+{
+  char *path = exo_writer_path(dir, name);
+  int rc = 0;
+  if (!doc || !path) {
+    rc = -ENOMEM;
+    exo_errf(err, errlen, "%s: out of memory", name);
+  } else if (json_dump_file(doc, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER) < 0) {
+    rc = -EIO;
+    exo_errf(err, errlen, "%s: write failed", path);
+  }
+  json_decref(doc);
+  free(path);
   return rc;
 }
 
@@ -352,28 +358,17 @@ static int exo_write_config(const char *dir, const struct exo_model_spec *s, int
       s->rope_theta > 0 ? s->rope_theta : 10000.0,
       "tie_word_embeddings", s->tie_word_embeddings,
       "hidden_act", "silu", "dtype", dt);
-  char *path = exo_writer_path(dir, "config.json");
-  int rc = -ENOMEM;
   if (c && qwen &&
       (json_object_set_new(c, "use_sliding_window", json_false()) ||
-       json_object_set_new(c, "sliding_window", json_null())))
-    goto out;
-  if (c && !qwen && json_object_set_new(c, "attention_bias", json_false()))
-    goto out;
-  if (!c || !path)
-    goto out;
-  if (json_dump_file(c, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER) < 0) {
-    rc = -EIO;
-    exo_writer_err(err, errlen, "%s: write failed", path);
-    goto out;
+       json_object_set_new(c, "sliding_window", json_null()))) {
+    json_decref(c);
+    c = NULL;
   }
-  rc = 0;
-out:
-  if (rc == -ENOMEM)
-    exo_writer_err(err, errlen, "config.json: out of memory");
-  json_decref(c);
-  free(path);
-  return rc;
+  if (c && !qwen && json_object_set_new(c, "attention_bias", json_false())) {
+    json_decref(c);
+    c = NULL;
+  }
+  return exo_write_json(dir, "config.json", c, err, errlen);
 }
 
 static int exo_write_index(const char *dir, const struct exo_wt *t, size_t n, int n_shards,
@@ -381,29 +376,16 @@ static int exo_write_index(const char *dir, const struct exo_wt *t, size_t n, in
 {
   json_t *root = json_pack("{s:{s:I}, s:{}}", "metadata", "total_size", (json_int_t)total,
                            "weight_map");
-  char *path = exo_writer_path(dir, "model.safetensors.index.json");
+  json_t *wm = root ? json_object_get(root, "weight_map") : NULL;
   char name[64];
-  int rc = -ENOMEM;
-  if (!root || !path)
-    goto out;
-  json_t *wm = json_object_get(root, "weight_map");
-  for (size_t i = 0; i < n; i++) {
+  for (size_t i = 0; wm && i < n; i++) {
     exo_shard_name(name, sizeof name, t[i].shard, n_shards);
-    if (json_object_set_new(wm, t[i].name, json_string(name)))
-      goto out;
+    if (json_object_set_new(wm, t[i].name, json_string(name))) {
+      json_decref(root);
+      root = wm = NULL;
+    }
   }
-  if (json_dump_file(root, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER) < 0) {
-    rc = -EIO;
-    exo_writer_err(err, errlen, "%s: write failed", path);
-    goto out;
-  }
-  rc = 0;
-out:
-  if (rc == -ENOMEM)
-    exo_writer_err(err, errlen, "model.safetensors.index.json: out of memory");
-  json_decref(root);
-  free(path);
-  return rc;
+  return exo_write_json(dir, "model.safetensors.index.json", root, err, errlen);
 }
 
 int exo_model_write_random(const char *dir, const struct exo_model_spec *spec,
@@ -418,7 +400,7 @@ int exo_model_write_random(const char *dir, const struct exo_model_spec *spec,
     return rc;
   if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
     rc = -errno;
-    exo_writer_err(err, errlen, "%s: cannot create directory: %s", dir, strerror(errno));
+    exo_errf(err, errlen, "%s: cannot create directory: %s", dir, strerror(errno));
     return rc;
   }
   t = exo_writer_tensors(spec, hd, &n);
@@ -426,13 +408,13 @@ int exo_model_write_random(const char *dir, const struct exo_model_spec *spec,
   hbuf = malloc(EXO_WRITER_CHUNK * sizeof *hbuf);
   if (!t || !fbuf || !hbuf) {
     rc = -ENOMEM;
-    exo_writer_err(err, errlen, "out of memory");
+    exo_errf(err, errlen, "out of memory");
     goto out;
   }
   int n_shards = spec->n_shards > 1 ? spec->n_shards : 1;
   if ((size_t)n_shards > n) {
     rc = -EINVAL;
-    exo_writer_err(err, errlen, "shards %d exceeds the %zu tensors", n_shards, n);
+    exo_errf(err, errlen, "shards %d exceeds the %zu tensors", n_shards, n);
     goto out;
   }
   uint64_t total = 0, params = 0, esize = exo_dtype_size(spec->dtype);

@@ -4,12 +4,12 @@
  * overflow checks), so a damaged file gives a message, never a crash. Invariants after
  * a successful open: tensors sorted by name, names unique, each [begin, end) inside the
  * data region and disjoint from the others, end - begin == n_elems * dtype size. */
+#include "common/err.h"
 #include "tensor/safetensors.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,18 +64,6 @@ const char *exo_st_dtype_name(enum exo_st_dtype dt)
   return "?";
 }
 
-static void exo_st_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void exo_st_err(char *err, size_t errlen, const char *fmt, ...)
-{
-  if (!err || !errlen)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 static const char *exo_st_basename(const char *path)
 {
   const char *s = strrchr(path, '/');
@@ -111,14 +99,14 @@ static int exo_st_parse_tensor(struct exo_safetensors *st, const char *key, json
 {
   const char *fn = st->name;
   if (!json_is_object(v)) {
-    exo_st_err(err, errlen, "%s: tensor '%s': header entry is not an object", fn, key);
+    exo_errf(err, errlen, "%s: tensor '%s': header entry is not an object", fn, key);
     return -EINVAL;
   }
   json_t *jd = json_object_get(v, "dtype");
   json_t *js = json_object_get(v, "shape");
   json_t *jo = json_object_get(v, "data_offsets");
   if (!json_is_string(jd)) {
-    exo_st_err(err, errlen, "%s: tensor '%s': missing or non-string 'dtype'", fn, key);
+    exo_errf(err, errlen, "%s: tensor '%s': missing or non-string 'dtype'", fn, key);
     return -EINVAL;
   }
   size_t esize = 0;
@@ -128,12 +116,12 @@ static int exo_st_parse_tensor(struct exo_safetensors *st, const char *key, json
       esize = exo_st_dtypes[i].size;
     }
   if (!esize) {
-    exo_st_err(err, errlen, "%s: tensor '%s': unknown dtype '%s'", fn, key,
+    exo_errf(err, errlen, "%s: tensor '%s': unknown dtype '%s'", fn, key,
                json_string_value(jd));
     return -EINVAL;
   }
   if (!json_is_array(js) || json_array_size(js) > EXO_ST_MAX_DIMS) {
-    exo_st_err(err, errlen, "%s: tensor '%s': 'shape' must be an array of at most %d integers",
+    exo_errf(err, errlen, "%s: tensor '%s': 'shape' must be an array of at most %d integers",
                fn, key, EXO_ST_MAX_DIMS);
     return -EINVAL;
   }
@@ -142,13 +130,13 @@ static int exo_st_parse_tensor(struct exo_safetensors *st, const char *key, json
   for (int d = 0; d < t->n_dims; d++) {
     uint64_t dim;
     if (exo_st_get_u64(json_array_get(js, (size_t)d), &dim) || dim > INT64_MAX) {
-      exo_st_err(err, errlen, "%s: tensor '%s': shape[%d] is not a non-negative integer",
+      exo_errf(err, errlen, "%s: tensor '%s': shape[%d] is not a non-negative integer",
                  fn, key, d);
       return -EINVAL;
     }
     t->shape[d] = (int64_t)dim;
     if (__builtin_mul_overflow(n, (int64_t)dim, &n)) {
-      exo_st_err(err, errlen, "%s: tensor '%s': shape overflows 64 bits", fn, key);
+      exo_errf(err, errlen, "%s: tensor '%s': shape overflows 64 bits", fn, key);
       return -EINVAL;
     }
   }
@@ -157,23 +145,23 @@ static int exo_st_parse_tensor(struct exo_safetensors *st, const char *key, json
   if (!json_is_array(jo) || json_array_size(jo) != 2 ||
       exo_st_get_u64(json_array_get(jo, 0), &begin) ||
       exo_st_get_u64(json_array_get(jo, 1), &end)) {
-    exo_st_err(err, errlen, "%s: tensor '%s': 'data_offsets' must be [begin, end] "
+    exo_errf(err, errlen, "%s: tensor '%s': 'data_offsets' must be [begin, end] "
                "non-negative integers", fn, key);
     return -EINVAL;
   }
   if (end < begin) {
-    exo_st_err(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] end before begin",
+    exo_errf(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] end before begin",
                fn, key, (unsigned long long)begin, (unsigned long long)end);
     return -EINVAL;
   }
   if (end > st->data_len) {
-    exo_st_err(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] past end of data "
+    exo_errf(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] past end of data "
                "(%llu bytes)", fn, key, (unsigned long long)begin, (unsigned long long)end,
                (unsigned long long)st->data_len);
     return -EINVAL;
   }
   if (__builtin_mul_overflow((uint64_t)n, (uint64_t)esize, &bytes) || bytes != end - begin) {
-    exo_st_err(err, errlen, "%s: tensor '%s': %lld elements of %s need %llu bytes but "
+    exo_errf(err, errlen, "%s: tensor '%s': %lld elements of %s need %llu bytes but "
                "data_offsets [%llu, %llu] hold %llu", fn, key, (long long)n,
                json_string_value(jd), (unsigned long long)((uint64_t)n * esize),
                (unsigned long long)begin, (unsigned long long)end,
@@ -193,7 +181,7 @@ static int exo_st_parse_metadata(struct exo_safetensors *st, json_t *v, char *er
   if (json_is_null(v))
     return 0;
   if (!json_is_object(v)) {
-    exo_st_err(err, errlen, "%s: '__metadata__' is not an object", st->name);
+    exo_errf(err, errlen, "%s: '__metadata__' is not an object", st->name);
     return -EINVAL;
   }
   st->meta = calloc(json_object_size(v) + 1, sizeof *st->meta);
@@ -232,23 +220,23 @@ int exo_safetensors_open(const char *path, struct exo_safetensors **out, char *e
   fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     rc = -errno;
-    exo_st_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    exo_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     goto fail;
   }
   struct stat sb;
   if (fstat(fd, &sb) < 0) {
     rc = -errno;
-    exo_st_err(err, errlen, "%s: cannot stat: %s", path, strerror(errno));
+    exo_errf(err, errlen, "%s: cannot stat: %s", path, strerror(errno));
     goto fail;
   }
   if (!S_ISREG(sb.st_mode)) {
     rc = -EINVAL;
-    exo_st_err(err, errlen, "%s: not a regular file", path);
+    exo_errf(err, errlen, "%s: not a regular file", path);
     goto fail;
   }
   if (sb.st_size < 8) {
     rc = -EINVAL;
-    exo_st_err(err, errlen, "%s: file is %lld bytes, too short for the 8-byte header length",
+    exo_errf(err, errlen, "%s: file is %lld bytes, too short for the 8-byte header length",
                st->name, (long long)sb.st_size);
     goto fail;
   }
@@ -257,7 +245,7 @@ int exo_safetensors_open(const char *path, struct exo_safetensors **out, char *e
   if (m == MAP_FAILED) {
     rc = -errno;
     st->map_len = 0;
-    exo_st_err(err, errlen, "%s: mmap: %s", path, strerror(errno));
+    exo_errf(err, errlen, "%s: mmap: %s", path, strerror(errno));
     goto fail;
   }
   st->map = m;
@@ -269,13 +257,13 @@ int exo_safetensors_open(const char *path, struct exo_safetensors **out, char *e
     hlen = (hlen << 8) | st->map[i];
   if (hlen > st->map_len - 8) {
     rc = -EINVAL;
-    exo_st_err(err, errlen, "%s: header length %llu past end of file (%zu bytes)", st->name,
+    exo_errf(err, errlen, "%s: header length %llu past end of file (%zu bytes)", st->name,
                (unsigned long long)hlen, st->map_len);
     goto fail;
   }
   if (hlen > EXO_ST_MAX_HEADER) {
     rc = -EINVAL;
-    exo_st_err(err, errlen, "%s: header length %llu exceeds the %u-byte limit", st->name,
+    exo_errf(err, errlen, "%s: header length %llu exceeds the %u-byte limit", st->name,
                (unsigned long long)hlen, EXO_ST_MAX_HEADER);
     goto fail;
   }
@@ -286,13 +274,13 @@ int exo_safetensors_open(const char *path, struct exo_safetensors **out, char *e
   root = json_loadb((const char *)st->map + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
   if (!root) {
     rc = -EINVAL;
-    exo_st_err(err, errlen, "%s: header JSON: %s (line %d, column %d)", st->name, jerr.text,
+    exo_errf(err, errlen, "%s: header JSON: %s (line %d, column %d)", st->name, jerr.text,
                jerr.line, jerr.column);
     goto fail;
   }
   if (!json_is_object(root)) {
     rc = -EINVAL;
-    exo_st_err(err, errlen, "%s: header JSON is not an object", st->name);
+    exo_errf(err, errlen, "%s: header JSON is not an object", st->name);
     goto fail;
   }
   st->tensors = calloc(json_object_size(root) + 1, sizeof *st->tensors);
@@ -339,7 +327,7 @@ int exo_safetensors_open(const char *path, struct exo_safetensors **out, char *e
       continue;
     if (furthest && t->begin < furthest->end) {
       rc = -EINVAL;
-      exo_st_err(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] overlap tensor "
+      exo_errf(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] overlap tensor "
                  "'%s' [%llu, %llu]", st->name, t->name, (unsigned long long)t->begin,
                  (unsigned long long)t->end, furthest->name,
                  (unsigned long long)furthest->begin, (unsigned long long)furthest->end);
@@ -359,7 +347,7 @@ fail:
     close(fd);
   exo_safetensors_close(st);
   if (rc == -ENOMEM && err && errlen && !err[0])
-    exo_st_err(err, errlen, "%s: out of memory", path);
+    exo_errf(err, errlen, "%s: out of memory", path);
   return rc;
 }
 

@@ -2,11 +2,11 @@
  * penalties -> (greedy stops here) -> temperature -> sort -> top-k -> softmax -> top-p
  * -> min-p -> renormalize -> inverse-CDF draw with the keyed uniform.
  * No global state: the only randomness is exo_sample_uniform of the caller's key. */
+#include "common/err.h"
 #include "tensor/sample.h"
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,16 +19,6 @@ struct exo_sampler {
   uint8_t *seen;    /* (vocab) 1 if in history; all zero between calls */
 };
 
-static void exo_sample_err(char *err, size_t errlen, const char *fmt, ...)
-{
-  if (!err || !errlen)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 void exo_sample_params_default(struct exo_sample_params *p)
 {
   memset(p, 0, sizeof *p);
@@ -39,29 +29,29 @@ void exo_sample_params_default(struct exo_sample_params *p)
 int exo_sample_params_check(const struct exo_sample_params *p, char *err, size_t errlen)
 {
   if (!isfinite(p->temperature) || p->temperature < 0.0f) {
-    exo_sample_err(err, errlen, "temperature: expected a finite number >= 0, got %g",
+    exo_errf(err, errlen, "temperature: expected a finite number >= 0, got %g",
                    (double)p->temperature);
     return -EINVAL;
   }
   if (p->top_k < 0) {
-    exo_sample_err(err, errlen, "top_k: expected >= 0, got %d", p->top_k);
+    exo_errf(err, errlen, "top_k: expected >= 0, got %d", p->top_k);
     return -EINVAL;
   }
   if (!(p->top_p > 0.0f && p->top_p <= 1.0f)) {
-    exo_sample_err(err, errlen, "top_p: expected a number in (0, 1], got %g", (double)p->top_p);
+    exo_errf(err, errlen, "top_p: expected a number in (0, 1], got %g", (double)p->top_p);
     return -EINVAL;
   }
   if (!(p->min_p >= 0.0f && p->min_p <= 1.0f)) {
-    exo_sample_err(err, errlen, "min_p: expected a number in [0, 1], got %g", (double)p->min_p);
+    exo_errf(err, errlen, "min_p: expected a number in [0, 1], got %g", (double)p->min_p);
     return -EINVAL;
   }
   if (!(p->repetition_penalty > 0.0f) || !isfinite(p->repetition_penalty)) {
-    exo_sample_err(err, errlen, "repetition_penalty: expected a finite number > 0, got %g",
+    exo_errf(err, errlen, "repetition_penalty: expected a finite number > 0, got %g",
                    (double)p->repetition_penalty);
     return -EINVAL;
   }
   if (!isfinite(p->presence_penalty) || !isfinite(p->frequency_penalty)) {
-    exo_sample_err(err, errlen, "presence/frequency penalty: expected finite numbers");
+    exo_errf(err, errlen, "presence/frequency penalty: expected finite numbers");
     return -EINVAL;
   }
   return 0;

@@ -6,12 +6,12 @@
  * Invariants: every id < n_ids has dec bytes (possibly empty) unless it is a hole;
  * every merge's parts and result are vocab ids; regexes run only on valid UTF-8. */
 #define PCRE2_CODE_UNIT_WIDTH 8
+#include "common/err.h"
 #include "tensor/tokenizer.h"
 
 #include <errno.h>
 #include <jansson.h>
 #include <pcre2.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,18 +209,6 @@ struct exo_tokenizer {
   int16_t cp_to_byte[324]; /* inverse for code points < 324, -1 if none */
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-  __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-  if (!err || !errlen)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 /* GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves, the other 68
  * bytes take code points 256.. in byte order, so every byte has a visible character. */
 static void build_byte_tables(struct exo_tokenizer *t)
@@ -262,7 +250,7 @@ struct loadctx {
   do {                                                   \
     char m_[384];                                        \
     snprintf(m_, sizeof(m_), __VA_ARGS__);               \
-    seterr((c)->err, (c)->errlen, "%s: %s", (c)->origin, m_); \
+    exo_errf((c)->err, (c)->errlen, "%s: %s", (c)->origin, m_); \
   } while (0)
 
 /* Optional boolean field: absent or null gives def. */
@@ -998,7 +986,7 @@ int exo_tokenizer_load_buffer(const char *json, size_t len, const char *origin,
   *out = NULL;
   root = json_loadb(json, len, 0, &jerr);
   if (!root) {
-    seterr(err, errlen, "%s:%d:%d: JSON syntax error: %s", c.origin, jerr.line, jerr.column,
+    exo_errf(err, errlen, "%s:%d:%d: JSON syntax error: %s", c.origin, jerr.line, jerr.column,
            jerr.text);
     return -EINVAL;
   }
@@ -1080,7 +1068,7 @@ int exo_tokenizer_load_buffer(const char *json, size_t len, const char *origin,
   return 0;
 fail:
   if (rc == -ENOMEM)
-    seterr(err, errlen, "%s: out of memory", c.origin);
+    exo_errf(err, errlen, "%s: out of memory", c.origin);
   exo_tokenizer_free(c.t);
   json_decref(root);
   return rc;
@@ -1096,21 +1084,21 @@ int exo_tokenizer_load(const char *path, struct exo_tokenizer **out, char *err, 
   *out = NULL;
   if (!f) {
     rc = -errno;
-    seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    exo_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     return rc;
   }
   if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-    seterr(err, errlen, "%s: cannot size: %s", path, strerror(errno));
+    exo_errf(err, errlen, "%s: cannot size: %s", path, strerror(errno));
     rc = -EIO;
     goto fail;
   }
   if (!(buf = malloc((size_t)size + 1))) {
-    seterr(err, errlen, "%s: out of memory (%ld bytes)", path, size);
+    exo_errf(err, errlen, "%s: out of memory (%ld bytes)", path, size);
     rc = -ENOMEM;
     goto fail;
   }
   if (fread(buf, 1, (size_t)size, f) != (size_t)size) {
-    seterr(err, errlen, "%s: short read", path);
+    exo_errf(err, errlen, "%s: short read", path);
     rc = -EIO;
     goto fail;
   }
