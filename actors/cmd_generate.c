@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "actors/commands.h"
+#include "actors/default_model.h"
 #include "actors/local_cluster.h"
 #include "tensor/forward.h"
 #include "tensor/model.h"
@@ -105,38 +106,6 @@ static int exo_gen_parse_ids(const char *s, int32_t **ids, size_t *n)
   *ids = v;
   *n = k;
   return 0;
-}
-
-static int exo_gen_is_dir(const char *path)
-{
-  char cfg[PATH_MAX + 16];
-  int n = snprintf(cfg, sizeof cfg, "%s/config.json", path);
-  return n > 0 && (size_t)n < sizeof cfg && access(cfg, R_OK) == 0;
-}
-
-/* models/demo in the working directory, or next to the binary (build-x/actors/exo-actors
- * -> ../../models/demo; installed bin/exo-actors -> ../models/demo). */
-static int exo_gen_default_model(char *out, size_t outlen)
-{
-  if (exo_gen_is_dir("models/demo")) {
-    snprintf(out, outlen, "models/demo");
-    return 0;
-  }
-  char exe[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n <= 0)
-    return -ENOENT;
-  exe[n] = '\0';
-  char *slash = strrchr(exe, '/');
-  if (!slash)
-    return -ENOENT;
-  *slash = '\0';
-  static const char *rel[] = {"../../models/demo", "../models/demo", "models/demo"};
-  for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
-    if ((size_t)snprintf(out, outlen, "%s/%s", exe, rel[i]) < outlen && exo_gen_is_dir(out))
-      return 0;
-  }
-  return -ENOENT;
 }
 
 static double exo_gen_now(void)
@@ -275,7 +244,7 @@ int exo_cmd_generate(int argc, char **argv)
   }
   char default_dir[PATH_MAX];
   if (!model_dir) {
-    if (exo_gen_default_model(default_dir, sizeof default_dir)) {
+    if (exo_default_model_dir(default_dir, sizeof default_dir)) {
       fprintf(stderr, "exo-actors generate: no --model given and no models/demo found (in the "
                       "working directory or next to the binary); pass --model DIR\n");
       return 2;

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "actors/default_model.h"
 #include "actors/shard_worker.h"
 #include "runtime/log.h"
 #include "runtime/node.h"
@@ -324,8 +325,9 @@ static int on_map(struct exo_actor *self, struct shard_state *s, const struct ex
     s->model_dir[path_len] = '\0';
   } else if (s->model_default) {
     snprintf(s->model_dir, sizeof s->model_dir, "%s", s->model_default);
-  } else {
-    send_ready(self, msg, -EINVAL, "MAP names no model and this shard has no `model` option");
+  } else if (exo_default_model_dir(s->model_dir, sizeof s->model_dir)) {
+    send_ready(self, msg, -EINVAL, "MAP names no model, this shard has no `model` option, "
+               "and no models/demo was found");
     return 0;
   }
   struct exo_model_config mc;

@@ -306,6 +306,27 @@ static void bad_map_is_refused_with_reason(void)
   CHECK_INT_EQ(map_parts(&f, ok, 1, err, sizeof err), 0);
 }
 
+/* `exo-actors run` with no model anywhere (MAP, option, config) serves models/demo: the
+ * node processes run from the source root (meson workdir), where models/demo lives. */
+static void map_without_model_serves_demo(void)
+{
+  if (!cluster)
+    return;
+  char err[512] = "";
+  struct exo_gen_range r[2], extra[N_NODES];
+  for (int i = 0; i < 2; i++)
+    r[i] = (struct exo_gen_range){exo_local_cluster_node_id(cluster, i),
+                                  exo_actor_id(EXO_SHARD_ACTOR_NAME), 3u * (uint32_t)i,
+                                  3u * (uint32_t)i + 3}; /* the demo model has 6 layers */
+  for (int i = 2; i < N_NODES; i++)
+    extra[i - 2] = (struct exo_gen_range){exo_local_cluster_node_id(cluster, i),
+                                          exo_actor_id(EXO_SHARD_ACTOR_NAME), 0, 0};
+  int rc = exo_origin_set_map(origin, NULL, r, 2, extra, N_NODES - 2, 20000, err, sizeof err);
+  if (rc)
+    fprintf(stderr, "%s\n", err);
+  CHECK_INT_EQ(rc, 0);
+}
+
 static void cluster_still_alive(void)
 {
   char err[512] = "";
@@ -332,6 +353,7 @@ int main(void)
   EXO_RUN(greedy_tiny_qwen2);
   EXO_RUN(seeded_sampling_1_vs_3_nodes);
   EXO_RUN(bad_map_is_refused_with_reason);
+  EXO_RUN(map_without_model_serves_demo);
   EXO_RUN(cluster_still_alive);
   exo_origin_free(origin);
   exo_local_cluster_free(cluster);

@@ -1,0 +1,38 @@
+/* actors/default_model.c: finds models/demo (see default_model.h). No side effects. */
+#include "actors/default_model.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static int has_config(const char *path)
+{
+  char cfg[PATH_MAX + 16];
+  int n = snprintf(cfg, sizeof cfg, "%s/config.json", path);
+  return n > 0 && (size_t)n < sizeof cfg && access(cfg, R_OK) == 0;
+}
+
+int exo_default_model_dir(char *out, size_t outlen)
+{
+  if (has_config("models/demo")) {
+    snprintf(out, outlen, "models/demo");
+    return 0;
+  }
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0)
+    return -ENOENT;
+  exe[n] = '\0';
+  char *slash = strrchr(exe, '/');
+  if (!slash)
+    return -ENOENT;
+  *slash = '\0';
+  static const char *rel[] = {"../../models/demo", "../models/demo", "models/demo"};
+  for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
+    if ((size_t)snprintf(out, outlen, "%s/%s", exe, rel[i]) < outlen && has_config(out))
+      return 0;
+  }
+  return -ENOENT;
+}

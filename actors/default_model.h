@@ -1,0 +1,12 @@
+/* actors/default_model.h: where the embedded demo model (models/demo) is, for the commands
+ * and actors that fall back to it when no model is named. Reads the file system only. */
+#ifndef EXO_ACTORS_DEFAULT_MODEL_H
+#define EXO_ACTORS_DEFAULT_MODEL_H
+
+#include <stddef.h>
+
+/* models/demo in the working directory, or next to the binary (build-x/actors/exo-actors
+ * -> ../../models/demo; installed bin/exo-actors -> ../models/demo). 0 or -ENOENT. */
+int exo_default_model_dir(char *out, size_t outlen);
+
+#endif
