@@ -345,8 +345,14 @@ int exo_cmd_generate(int argc, char **argv)
       fwrite(chunk, 1, n, stdout);
     printf("\n");
     fflush(stdout);
-    fprintf(stderr, "generated %zu tokens on %s nodes in %.1f ms (incl. node start-up)\n", n_out,
-            gen_partition ? "the --partition" : "--nodes", (exo_gen_now() - tc) * 1e3);
+    int n_procs = gen_nodes;
+    if (gen_partition) { /* one range per node process */
+      n_procs = 1;
+      for (const char *c = gen_partition; *c; c++)
+        n_procs += *c == ',';
+    }
+    fprintf(stderr, "generated %zu tokens on %d node processes in %.1f ms (incl. start-up)\n",
+            n_out, n_procs, (exo_gen_now() - tc) * 1e3);
     status = 0;
     goto out;
   }
