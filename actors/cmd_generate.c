@@ -322,6 +322,10 @@ int exo_cmd_generate(int argc, char **argv)
                     "%d positions\n", n_prompt, max_pos);
     goto out;
   }
+  if (prompt && !ids_only) { /* the reader sees the continuation after its prompt; stdout */
+    fputs(prompt, stderr);   /* keeps only generated text, so pipes and tests get just that */
+    fflush(stderr);
+  }
   if (gen_nodes || gen_partition) {
     char exe[PATH_MAX];
     ssize_t el = readlink("/proc/self/exe", exe, sizeof exe - 1);
