@@ -100,6 +100,36 @@ bool exo_node_has_peer(struct exo_node *node, uint32_t node_id)
   return found;
 }
 
+size_t exo_node_peer_ids(struct exo_node *node, uint32_t *ids, size_t max)
+{
+  size_t n = 0;
+  pthread_rwlock_rdlock(&node->peers_mu);
+  for (size_t i = 0; i < node->n_peers; i++) {
+    uint32_t id = atomic_load(&node->peers[i]->node_id);
+    if (id == 0)
+      continue; /* no HELLO yet */
+    if (n < max)
+      ids[n] = id;
+    n++;
+  }
+  pthread_rwlock_unlock(&node->peers_mu);
+  return n;
+}
+
+int exo_node_set_context(struct exo_node *node, void *ctx, void (*ctx_free)(void *ctx))
+{
+  if (atomic_load(&node->started) || node->ctx)
+    return -EBUSY;
+  node->ctx = ctx;
+  node->ctx_free = ctx_free;
+  return 0;
+}
+
+void *exo_node_context(struct exo_node *node)
+{
+  return node->ctx;
+}
+
 static int peer_send(struct exo_node *node, int sock, void *frame)
 {
   if (nn_send(sock, &frame, NN_MSG, NN_DONTWAIT) < 0) {
@@ -528,6 +558,8 @@ void exo_node_free(struct exo_node *node)
   }
   free(node->peers);
   pthread_rwlock_destroy(&node->peers_mu);
+  if (node->ctx_free)
+    node->ctx_free(node->ctx);
   exo_supervisor_free(node->sup);
   free(node->listen);
   free(node);

@@ -108,4 +108,15 @@ struct exo_actor *exo_node_find(struct exo_node *node, const char *name); /* NUL
 bool exo_node_has_peer(struct exo_node *node, uint32_t node_id);
 void exo_node_stats(const struct exo_node *node, struct exo_node_stats *out);
 
+/* Ids of the peers whose HELLO arrived (so sends to them have a route), up to max, into
+ * ids; returns how many there are (may exceed max). Any thread. */
+size_t exo_node_peer_ids(struct exo_node *node, uint32_t *ids, size_t max);
+
+/* One application object per node (the actors layer keeps its cluster state there, so no
+ * global is needed). Set before exo_node_start (actors' init runs then); ctx_free (may be
+ * NULL) runs in exo_node_free after the loops are joined. Returns 0 or -EBUSY (started or
+ * already set). */
+int exo_node_set_context(struct exo_node *node, void *ctx, void (*ctx_free)(void *ctx));
+void *exo_node_context(struct exo_node *node); /* NULL when none */
+
 #endif

@@ -91,6 +91,9 @@ struct exo_node {
   struct exo_peer **peers;
   size_t n_peers, cap_peers;
   struct exo_node_counters c;
+  /* application context (exo_node_set_context): set before start, freed by node free */
+  void *ctx;
+  void (*ctx_free)(void *ctx);
 };
 
 #define EXO_COUNT(node, field) \
