@@ -17,6 +17,7 @@ static const struct exo_command exo_commands[] = {
   {"check", exo_cmd_check, "validate actor-graph configs and print the resolved graph"},
   {"generate", exo_cmd_generate, "generate text with a whole model on this node"},
   {"run", exo_cmd_run, "serve as one node of a cluster from a config file"},
+  {"keygen", exo_cmd_keygen, "write a new cluster key file (authenticated clusters)"},
   {"make-model", exo_cmd_make_model, "write a seeded random model directory (tests, benchmarks)"},
 };
 
