@@ -48,18 +48,56 @@ const char *__tsan_default_suppressions(void)
 #define TSAN_ACQUIRE(p) ((void)0)
 #endif
 
+/* Threads that never called exo_shared_thread_register (loop threads, a command's main
+ * thread) are registered on first use and unregistered by a thread-exit destructor, so
+ * an actor can read shared state from whatever loop it was placed on. */
+static _Thread_local int tls_registered; /* 1: by us (destructor), 2: by the caller */
+static pthread_key_t tls_key;
+static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
+
+static void tls_unregister(void *arg)
+{
+  (void)arg;
+  if (tls_registered == 1) {
+    urcu_memb_unregister_thread();
+    tls_registered = 0;
+  }
+}
+
+static void tls_key_make(void)
+{
+  (void)pthread_key_create(&tls_key, tls_unregister);
+}
+
+static void ensure_registered(void)
+{
+  if (tls_registered)
+    return;
+  pthread_once(&tls_once, tls_key_make);
+  urcu_memb_register_thread();
+  tls_registered = 1;
+  (void)pthread_setspecific(tls_key, &tls_registered); /* non-NULL: the destructor runs */
+}
+
 void exo_shared_thread_register(void)
 {
+  if (tls_registered)
+    return;
   urcu_memb_register_thread();
+  tls_registered = 2;
 }
 
 void exo_shared_thread_unregister(void)
 {
-  urcu_memb_unregister_thread();
+  if (tls_registered) {
+    urcu_memb_unregister_thread();
+    tls_registered = 0;
+  }
 }
 
 void exo_shared_read_lock(void)
 {
+  ensure_registered();
   urcu_memb_read_lock();
 }
 
@@ -134,6 +172,7 @@ void exo_rcu_cell_free(struct exo_rcu_cell *cell)
 
 int exo_rcu_cell_publish(struct exo_rcu_cell *cell, void *snap, uint64_t *version)
 {
+  ensure_registered();
   struct exo_rcu_version *v = malloc(sizeof *v);
   if (!v)
     return -ENOMEM;
@@ -245,6 +284,7 @@ void exo_rcu_table_free(struct exo_rcu_table *t)
 
 int exo_rcu_table_insert(struct exo_rcu_table *t, uint64_t key, void *value)
 {
+  ensure_registered();
   struct exo_rcu_entry *e = malloc(sizeof *e);
   if (!e)
     return -ENOMEM;
@@ -265,6 +305,7 @@ int exo_rcu_table_insert(struct exo_rcu_table *t, uint64_t key, void *value)
 
 int exo_rcu_table_remove(struct exo_rcu_table *t, uint64_t key)
 {
+  ensure_registered();
   struct cds_lfht_iter it;
   int rc = -ENOENT;
   urcu_memb_read_lock();

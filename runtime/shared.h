@@ -5,8 +5,9 @@
  * data is: callers give a free function.
  *
  * Thread rules (liburcu's, made explicit):
- *  1. Every thread that reads, publishes, inserts or removes calls
- *     exo_shared_thread_register() first and exo_shared_thread_unregister() before exit.
+ *  1. A thread that reads, publishes, inserts or removes is registered with liburcu: by
+ *     exo_shared_thread_register() / _unregister() around its use, or else automatically
+ *     on first use (and unregistered when the thread exits).
  *  2. Reads happen between exo_shared_read_lock() and exo_shared_read_unlock() (nesting ok);
  *     a pointer read inside is valid until the matching unlock and must not be kept.
  *  3. Inside a read section: no blocking, no exo_*_free of a cell or table.
