@@ -7,6 +7,7 @@
 #include "tensor/model.h"
 
 #include <errno.h>
+#include <float.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
@@ -98,6 +99,13 @@ static int exo_cfg_num(json_t *obj, const char *prefix, const char *field, int r
   if (positive && !(*out > 0)) {
     exo_errf(err, errlen, EXO_CFG ": field '%s%s' is %g, expected > 0", prefix, field,
                   *out);
+    return -EINVAL;
+  }
+  /* Callers store these as float: a value past FLT_MAX would be UB to convert, and a
+   * positive one under FLT_MIN would flush to 0 (found by tests/fuzz). */
+  if (!(*out >= -FLT_MAX && *out <= FLT_MAX) || (positive && *out < FLT_MIN)) {
+    exo_errf(err, errlen, EXO_CFG ": field '%s%s' is %g, outside the float range", prefix,
+                  field, *out);
     return -EINVAL;
   }
   return 0;
