@@ -142,7 +142,7 @@ int exo_auth_keygen(const char *path, bool force, char *err, size_t errlen)
   char hex[2 * EXO_AUTH_KEY_BYTES + 1];
   char text[256];
   char tmp[4096];
-  int fd = -1, rc;
+  int fd = -1, rc = 0;
   bool created = false; /* target exists because of us: remove it on failure */
   randombytes_buf(key, sizeof key);
   sodium_bin2hex(hex, sizeof hex, key, sizeof key);
