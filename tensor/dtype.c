@@ -120,7 +120,7 @@ void exo_f32_to_bf16_n(const float *src, uint16_t *dst, size_t n)
 
 size_t exo_dtype_size(enum exo_dtype dt)
 {
-  return dt == EXO_DTYPE_F32 ? 4 : 2;
+  return dt == EXO_DTYPE_F32 ? 4 : dt == EXO_DTYPE_F16 || dt == EXO_DTYPE_BF16 ? 2 : 0;
 }
 
 const char *exo_dtype_name(enum exo_dtype dt)
@@ -129,6 +129,8 @@ const char *exo_dtype_name(enum exo_dtype dt)
   case EXO_DTYPE_F32: return "F32";
   case EXO_DTYPE_F16: return "F16";
   case EXO_DTYPE_BF16: return "BF16";
+  case EXO_DTYPE_Q8_0: return "Q8_0";
+  case EXO_DTYPE_Q4_0: return "Q4_0";
   }
   return "?";
 }

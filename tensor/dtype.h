@@ -21,9 +21,10 @@ void exo_bf16_to_f32_n(const void *src, float *dst, size_t n);
 void exo_f32_to_f16_n(const float *src, uint16_t *dst, size_t n);
 void exo_f32_to_bf16_n(const float *src, uint16_t *dst, size_t n);
 
-/* Bytes per element of a model dtype (4 or 2). */
+/* Bytes per element of a model dtype (4 or 2; 0 for the block formats Q8_0/Q4_0,
+ * whose sizes come from quant.h's exo_dtype_row_bytes). */
 size_t exo_dtype_size(enum exo_dtype dt);
-/* "F32", "F16", "BF16" as safetensors spells them. */
+/* "F32", "F16", "BF16" as safetensors spells them; "Q8_0", "Q4_0" as ggml does. */
 const char *exo_dtype_name(enum exo_dtype dt);
 
 #endif

@@ -15,7 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tensor/matmul.h"
 #include "tensor/ops.h"
+#include "tensor/quant.h"
 
 /* Attention of a prompt chunk this long or longer goes through sgemm, a block of this
  * many query rows at a time (bounds the scores buffer to EXO_ATTN_BLOCK x context);
@@ -37,8 +39,11 @@ struct exo_forward_scratch {
   float *hb2;        /* (cap_tokens, intermediate) up */
   float *scores;     /* (max(EXO_ATTN_BLOCK, heads per KV head), cap_positions) */
   float *inv_freq;   /* (head_dim / 2) RoPE frequencies */
+  struct exo_matmul_ws ws; /* q8 activation + widened weight tile, reserved up front */
 };
 
+/* Vectors (rows == 1: norms, biases) must be F32; matrices may be any dtype the
+ * kernels of tensor/matmul.c take at this width. */
 static int exo_forward_check_weight(const struct exo_weight *w, int64_t rows, int64_t cols,
                                     int layer, const char *name, char *err, size_t errlen)
 {
@@ -46,9 +51,15 @@ static int exo_forward_check_weight(const struct exo_weight *w, int64_t rows, in
     exo_errf(err, errlen, "layer %d: weight %s missing", layer, name);
     return -EINVAL;
   }
-  if (w->dtype != EXO_DTYPE_F32) {
+  if (rows == 1 && w->dtype != EXO_DTYPE_F32) {
     exo_errf(err, errlen, "layer %d: weight %s is not F32 (dtype %d)", layer, name,
                     (int)w->dtype);
+    return -ENOTSUP;
+  }
+  if (exo_dtype_row_bytes(w->dtype, cols) == 0) {
+    exo_errf(err, errlen, "layer %d: weight %s: dtype %d cannot hold rows of %lld values "
+                    "(block formats need a multiple of %d)", layer, name, (int)w->dtype,
+                    (long long)cols, EXO_QK);
     return -ENOTSUP;
   }
   if (w->rows != rows || w->cols != cols) {
@@ -174,6 +185,14 @@ int exo_forward_scratch_new(const struct exo_model *m, int max_tokens, int max_p
                     (double)m->cfg.rope_theta, (int)m->cfg.rope_scaling);
     goto fail;
   }
+  const struct exo_model_config *c = &m->cfg;
+  int64_t max_cols = c->hidden_size;
+  if ((int64_t)c->n_heads * c->head_dim > max_cols)
+    max_cols = (int64_t)c->n_heads * c->head_dim;
+  if (c->intermediate_size > max_cols)
+    max_cols = c->intermediate_size;
+  if ((rc = exo_matmul_ws_reserve(&s->ws, max_cols, 1)))
+    goto fail;
   if ((rc = exo_forward_scratch_reserve(s, max_tokens > 0 ? max_tokens : 1,
                                         max_positions > 0 ? max_positions : 1)))
     goto fail;
@@ -200,6 +219,7 @@ void exo_forward_scratch_free(struct exo_forward_scratch *s)
   free(s->hb2);
   free(s->scores);
   free(s->inv_freq);
+  exo_matmul_ws_fini(&s->ws);
   free(s);
 }
 
@@ -381,9 +401,8 @@ int exo_forward(const struct exo_model *m, const struct exo_forward_batch *b, fl
 
   /* Input: embedding rows, or the hidden state of the previous range. */
   if (m->layer_begin == 0) {
-    const float *emb = m->embed.data;
     for (int t = 0; t < total; t++)
-      memcpy(x + (size_t)t * dim, emb + (size_t)b->tokens[t] * dim, (size_t)dim * sizeof(float));
+      exo_weight_row_f32(&m->embed, b->tokens[t], x + (size_t)t * dim);
   } else {
     memcpy(x, b->hidden_in, (size_t)total * dim * sizeof(float));
   }
@@ -394,9 +413,9 @@ int exo_forward(const struct exo_model *m, const struct exo_forward_batch *b, fl
 
     /* Attention block: x += o_proj(attention(rope(q), rope(k), v)). */
     exo_rmsnorm(s->xb, x, w->attn_norm.data, total, dim, c->rms_norm_eps);
-    exo_matmul(s->q, s->xb, total, &w->wq, c->attention_bias ? w->bq.data : NULL, 0);
-    exo_matmul(s->k, s->xb, total, &w->wk, c->attention_bias ? w->bk.data : NULL, 0);
-    exo_matmul(s->v, s->xb, total, &w->wv, c->attention_bias ? w->bv.data : NULL, 0);
+    exo_matmul_ex(&s->ws, s->q, s->xb, total, &w->wq, c->attention_bias ? w->bq.data : NULL, 0);
+    exo_matmul_ex(&s->ws, s->k, s->xb, total, &w->wk, c->attention_bias ? w->bk.data : NULL, 0);
+    exo_matmul_ex(&s->ws, s->v, s->xb, total, &w->wv, c->attention_bias ? w->bv.data : NULL, 0);
     int row = 0;
     for (int i = 0; i < b->n_seqs; i++) {
       const struct exo_forward_seq *seq = &b->seqs[i];
@@ -417,14 +436,14 @@ int exo_forward(const struct exo_model *m, const struct exo_forward_batch *b, fl
                                    s->att + (size_t)row * q_dim, s->scores);
       row += seq->n_tokens;
     }
-    exo_matmul(x, s->att, total, &w->wo, c->o_proj_bias ? w->bo.data : NULL, 1);
+    exo_matmul_ex(&s->ws, x, s->att, total, &w->wo, c->o_proj_bias ? w->bo.data : NULL, 1);
 
     /* MLP block: x += down(silu(gate(h)) * up(h)), h = rmsnorm(x). */
     exo_rmsnorm(s->xb, x, w->ffn_norm.data, total, dim, c->rms_norm_eps);
-    exo_matmul(s->hb, s->xb, total, &w->w_gate, NULL, 0);
-    exo_matmul(s->hb2, s->xb, total, &w->w_up, NULL, 0);
+    exo_matmul_ex(&s->ws, s->hb, s->xb, total, &w->w_gate, NULL, 0);
+    exo_matmul_ex(&s->ws, s->hb2, s->xb, total, &w->w_up, NULL, 0);
     exo_silu_mul(s->hb, s->hb2, (size_t)total * ff);
-    exo_matmul(x, s->hb, total, &w->w_down, NULL, 1);
+    exo_matmul_ex(&s->ws, x, s->hb, total, &w->w_down, NULL, 1);
   }
   for (int i = 0; i < b->n_seqs; i++)
     b->seqs[i].kv->n_pos += b->seqs[i].n_tokens;
@@ -446,6 +465,6 @@ int exo_forward(const struct exo_model *m, const struct exo_forward_batch *b, fl
   } else {
     exo_rmsnorm(s->xb, x, m->final_norm.data, total, dim, c->rms_norm_eps);
   }
-  exo_matmul(out, s->xb, rows, &m->lm_head, NULL, 0);
+  exo_matmul_ex(&s->ws, out, s->xb, rows, &m->lm_head, NULL, 0);
   return 0;
 }

@@ -37,7 +37,8 @@ struct exo_forward_scratch;
 
 /* Work buffers for model m, sized for max_tokens rows per call and max_positions of
  * context (both grow on demand in exo_forward; decode after a same-sized prefill never
- * allocates). Checks that every weight m's range needs is present and F32.
+ * allocates). Checks that every weight m's range needs is present, vectors F32 and
+ * matrices of a dtype tensor/matmul.c takes at their width.
  * Returns 0, -EINVAL/-ENOTSUP (message in err), -ENOMEM. */
 int exo_forward_scratch_new(const struct exo_model *m, int max_tokens, int max_positions,
                             struct exo_forward_scratch **out, char *err, size_t errlen);

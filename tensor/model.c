@@ -1,5 +1,6 @@
 /* tensor/model.c: config.json parsing and weight loading for one layer range [a, b).
- * Owns the safetensors mappings and the widened (F16/BF16 -> F32) buffers of a model.
+ * Owns the safetensors mappings and the widened (half vectors -> F32) buffers of a model;
+ * matrices keep their stored dtype. A GGUF file path goes to tensor/gguf.c instead.
  * Must touch only the tensors of its range: it maps files read-only, issues
  * madvise(WILLNEED) on exactly the needed byte ranges and never reads a whole file.
  * Everything read from disk is validated against config.json with named errors. */
@@ -608,8 +609,9 @@ static void exo_files_free(struct exo_model_files *f)
   free(f);
 }
 
-/* Loads tensor name, which must have shape [rows, cols] (or [rows] when cols == 0), as
- * F32 into w: F32 in place from the mapping when aligned, else an owned copy. */
+/* Loads tensor name, which must have shape [rows, cols] (or [rows] when cols == 0), into
+ * w: a matrix in its stored dtype, in place from the mapping (F32 only when aligned);
+ * a vector as F32 (widened into an owned copy when stored half or unaligned). */
 static int exo_load_tensor(struct exo_model *m, const char *name, int64_t rows, int64_t cols,
                            struct exo_weight *w, char *err, size_t errlen)
 {
@@ -657,6 +659,12 @@ static int exo_load_tensor(struct exo_model *m, const char *name, int64_t rows, 
   w->rows = cols ? rows : 1;
   w->cols = cols ? cols : rows;
   w->dtype = EXO_DTYPE_F32;
+  if (cols && t->dtype != EXO_ST_F32) {
+    /* Half matrices stay half, read in place: the kernels take them unaligned. */
+    w->dtype = t->dtype == EXO_ST_F16 ? EXO_DTYPE_F16 : EXO_DTYPE_BF16;
+    w->data = t->data;
+    return 0;
+  }
   if (t->dtype == EXO_ST_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) {
     w->data = t->data; /* used in place, straight from the page cache */
     return 0;

@@ -12,6 +12,8 @@ enum exo_dtype {
   EXO_DTYPE_F32 = 0,
   EXO_DTYPE_F16 = 1,
   EXO_DTYPE_BF16 = 2,
+  EXO_DTYPE_Q8_0 = 3, /* ggml blocks of 32: f16 scale + 32 int8 (34 bytes) */
+  EXO_DTYPE_Q4_0 = 4, /* ggml blocks of 32: f16 scale + 16 bytes of nibbles (18 bytes) */
 };
 
 enum exo_rope_scaling {
@@ -48,8 +50,10 @@ struct exo_model_config {
   int o_proj_bias;       /* o_proj carries a bias too (Llama with attention_bias: true) */
 };
 
-/* A weight as the matrix kernels see it. For issue 3 every weight is widened to
- * F32 at load; the dtype tag lets half and quantized kernels (issue 9) slot in. */
+/* A weight as the matrix kernels see it. Matrices keep their stored dtype (F32, F16,
+ * BF16, Q8_0, Q4_0: tensor/matmul.h multiplies them directly); vectors (norms, biases)
+ * are always F32. Rows are contiguous, exo_dtype_row_bytes(dtype, cols) bytes each,
+ * and may be unaligned (half data straight from a mapping). */
 struct exo_weight {
   const void *data;
   enum exo_dtype dtype;
@@ -89,6 +93,7 @@ struct exo_model {
 int exo_model_config_load(const char *dir, struct exo_model_config *cfg, char *err, size_t errlen);
 
 /* Loads layers [layer_begin, layer_end) of the model in dir (layer_end == -1 means all).
+ * dir may also be a GGUF file (tensor/gguf.h): then config and weights come from it.
  * Touches only those tensors plus embeddings (a == 0) and final norm / LM head (b == L).
  * On success *out is the caller's; free it with exo_model_free. */
 int exo_model_load(const char *dir, int layer_begin, int layer_end, struct exo_model **out,

@@ -1,38 +1,19 @@
-/* tensor/ops.c: kernels of the forward pass. Matrix products go to cblas_sgemm (the
- * only place that knows the BLAS); everything else is plain loops the compiler can
+/* tensor/ops.c: kernels of the forward pass. Matrix products go to tensor/matmul.c
+ * (our kernels and OpenBLAS); everything else is plain loops the compiler can
  * vectorize. No allocation and no global state, so any thread may call any of these. */
 #include "tensor/ops.h"
 
-#include <cblas.h>
 #include <errno.h>
 #include <math.h>
+
+#include "tensor/matmul.h"
 
 int exo_matmul(float *y, const float *x, int n, const struct exo_weight *w, const float *bias,
                int accumulate)
 {
-  if (w->dtype != EXO_DTYPE_F32 || !w->data)
-    return -ENOTSUP;
-  const int out = (int)w->rows, in = (int)w->cols;
-  if (bias) {
-    /* Seed y with the bias so sgemm's beta = 1 adds the product on top. */
-    if (!accumulate)
-      for (int r = 0; r < n; r++)
-        for (int o = 0; o < out; o++)
-          y[(size_t)r * out + o] = bias[o];
-    else
-      for (int r = 0; r < n; r++)
-        for (int o = 0; o < out; o++)
-          y[(size_t)r * out + o] += bias[o];
-  }
-  const float beta = (bias || accumulate) ? 1.0f : 0.0f;
-  if (n == 1)
-    /* One row: gemv reads W once with a kernel tuned for this memory-bound shape. */
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, (const float *)w->data, in, x, 1,
-                beta, y, 1);
-  else
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in,
-                (const float *)w->data, in, beta, y, out);
-  return 0;
+  /* Any stored dtype; buffers for half/quantized weights are allocated per call here
+   * (the forward pass reserves a workspace and calls exo_matmul_ex instead). */
+  return exo_matmul_ex(NULL, y, x, n, w, bias, accumulate);
 }
 
 void exo_rmsnorm(float *out, const float *x, const float *weight, int n_rows, int dim, float eps)

@@ -1,6 +1,6 @@
 /* tensor/ops.h: the numeric kernels of the forward pass: RMSNorm, RoPE (HF rotate_half
  * layout; default, linear and llama3 frequency scaling), softmax, SiLU-gating and the
- * matrix product y = x . W^T through OpenBLAS. Pure functions over caller buffers: no
+ * matrix product y = x . W^T (tensor/matmul.c). Pure functions over caller buffers: no
  * allocation, no state, nothing about models beyond the exo_weight view. */
 #ifndef EXO_TENSOR_OPS_H
 #define EXO_TENSOR_OPS_H
@@ -12,7 +12,8 @@
 
 /* y[n, w->rows] = x[n, w->cols] . W^T (+ bias[w->rows] when bias != NULL).
  * accumulate != 0 adds the product to y instead (residual connections).
- * Returns 0, or -ENOTSUP when w is not F32 (half kernels are issue 9's). */
+ * W may be any stored dtype (tensor/matmul.h). Returns 0, -ENOTSUP (dtype or shape the
+ * kernels do not take), -ENOMEM. */
 int exo_matmul(float *y, const float *x, int n, const struct exo_weight *w, const float *bias,
                int accumulate);
 

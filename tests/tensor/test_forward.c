@@ -520,14 +520,27 @@ static void test_errors(void)
   CHECK_INT_EQ(exo_kv_cache_reserve(kv_small, 4), -ENOSPC);
   CHECK_INT_EQ(exo_kv_cache_reserve(kv_small, 3), 0);
   CHECK_INT_EQ(kv_small->capacity, 3);
-  /* A weight of the wrong dtype is refused when the scratch is made. */
+  /* A weight of a dtype the kernels cannot take is refused when the scratch is made:
+   * a half norm vector, and a block format on rows not a multiple of 32 wide. */
   struct exo_forward_scratch *s_bad = NULL;
-  enum exo_dtype saved = full->layers[1].w_up.dtype;
-  full->layers[1].w_up.dtype = EXO_DTYPE_BF16;
+  enum exo_dtype saved = full->layers[1].ffn_norm.dtype;
+  full->layers[1].ffn_norm.dtype = EXO_DTYPE_BF16;
   CHECK_INT_EQ(exo_forward_scratch_new(full, 1, 1, &s_bad, err, sizeof err), -ENOTSUP);
-  CHECK_STR_CONTAINS(err, "layer 1: weight up_proj is not F32");
+  CHECK_STR_CONTAINS(err, "layer 1: weight post_attention_layernorm is not F32");
   CHECK(s_bad == NULL);
-  full->layers[1].w_up.dtype = saved;
+  full->layers[1].ffn_norm.dtype = saved;
+  saved = full->layers[1].w_down.dtype;
+  if (full->layers[1].w_down.cols % 32) { /* tiny-llama: 176 columns */
+    full->layers[1].w_down.dtype = EXO_DTYPE_Q8_0;
+    CHECK_INT_EQ(exo_forward_scratch_new(full, 1, 1, &s_bad, err, sizeof err), -ENOTSUP);
+    CHECK_STR_CONTAINS(err, "layer 1: weight down_proj: dtype 3 cannot hold rows of");
+    CHECK(s_bad == NULL);
+  }
+  full->layers[1].w_down.dtype = (enum exo_dtype)99;
+  CHECK_INT_EQ(exo_forward_scratch_new(full, 1, 1, &s_bad, err, sizeof err), -ENOTSUP);
+  CHECK_STR_CONTAINS(err, "layer 1: weight down_proj: dtype 99 cannot hold rows of");
+  CHECK(s_bad == NULL);
+  full->layers[1].w_down.dtype = saved;
 done:
   exo_forward_scratch_free(s);
   exo_forward_scratch_free(s_hi);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "tensor/dtype.h"
+#include "tensor/quant.h"
 #include "tensor/model.h"
 #include "tensor/model_writer.h"
 #include "tensor/safetensors.h"
@@ -51,8 +52,8 @@ static int weq(const struct exo_weight *a, const struct exo_weight *b)
 {
   if (!a->data || !b->data)
     return a->data == b->data;
-  return a->rows == b->rows && a->cols == b->cols &&
-         !memcmp(a->data, b->data, (size_t)wsize(a) * sizeof(float));
+  return a->rows == b->rows && a->cols == b->cols && a->dtype == b->dtype &&
+         !memcmp(a->data, b->data, exo_dtype_row_bytes(a->dtype, a->cols) * (size_t)a->rows);
 }
 
 static double wstd(const struct exo_weight *w)
@@ -454,20 +455,30 @@ static int model_equal(const struct exo_model *a, const struct exo_model *b)
   return ok;
 }
 
-/* Every element of h equals f rounded to dt by dtype.c and widened back. */
+/* Every element of h equals f rounded to dt by dtype.c and widened back. Matrices
+ * stay half in memory (dtype dt, widened here row by row); vectors arrive as F32. */
 static int narrowed_equal(const struct exo_weight *f, const struct exo_weight *h,
                           enum exo_dtype dt)
 {
   if (!f->data || !h->data)
     return f->data == h->data;
-  const float *x = f->data, *y = h->data;
-  for (int64_t i = 0; i < wsize(f); i++) {
-    float want = dt == EXO_DTYPE_F16 ? exo_f16_to_f32(exo_f32_to_f16(x[i]))
-                                     : exo_bf16_to_f32(exo_f32_to_bf16(x[i]));
-    if (memcmp(&want, &y[i], 4))
-      return 0;
+  if (h->dtype != (h->rows > 1 ? dt : EXO_DTYPE_F32) || h->rows != f->rows ||
+      h->cols != f->cols)
+    return 0;
+  const float *x = f->data;
+  float *y = malloc((size_t)h->cols * sizeof *y);
+  int ok = y != NULL;
+  for (int64_t r = 0; ok && r < h->rows; r++) {
+    exo_weight_row_f32(h, r, y);
+    for (int64_t i = 0; ok && i < h->cols; i++) {
+      float v = x[r * h->cols + i];
+      float want = dt == EXO_DTYPE_F16 ? exo_f16_to_f32(exo_f32_to_f16(v))
+                                       : exo_bf16_to_f32(exo_f32_to_bf16(v));
+      ok = !memcmp(&want, &y[i], 4);
+    }
   }
-  return 1;
+  free(y);
+  return ok;
 }
 
 static void test_writer_round_trip(void)

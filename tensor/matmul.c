@@ -1,0 +1,342 @@
+/* tensor/matmul.c: products with weights in their stored dtype (see matmul.h): CPU path
+ * detection, the portable C kernels, and the glue to OpenBLAS.
+ * One row (decode): our row kernels read W once; Q8_0/Q4_0 first quantize x to q8
+ * (quant.c, scalar, so every path sees the same integers) and then sum in the fixed
+ * order of matmul_impl.h, so all paths give the same bits. Several rows (prefill):
+ * tiles of EXO_MATMUL_TILE_ROWS weight rows are widened to f32 in the workspace and
+ * multiplied by sgemm. Must not allocate when the caller reserved its workspace. */
+#include "tensor/matmul.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tensor/dtype.h"
+#include "tensor/matmul_impl.h"
+#include "tensor/quant.h"
+
+/* ---- portable kernels ------------------------------------------------------------- */
+
+static inline uint16_t exo_le16(const unsigned char *p)
+{
+  return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+#define EXO_HALF_ROWS_PORTABLE(name, widen)                                                 \
+  static void name(float *y, const unsigned char *w, int64_t rows, int64_t cols,            \
+                   const float *x, int add)                                                 \
+  {                                                                                         \
+    for (int64_t r = 0; r < rows; r++) {                                                    \
+      const unsigned char *p = w + (size_t)r * (size_t)cols * 2;                            \
+      float a[8] = {0};                                                                     \
+      int64_t j = 0;                                                                        \
+      for (; j + 8 <= cols; j += 8)                                                         \
+        for (int k = 0; k < 8; k++)                                                         \
+          a[k] += widen(exo_le16(p + 2 * (j + k))) * x[j + k];                              \
+      for (; j < cols; j++)                                                                 \
+        a[0] += widen(exo_le16(p + 2 * j)) * x[j];                                          \
+      const float s = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));    \
+      y[r] = add ? y[r] + s : s;                                                            \
+    }                                                                                       \
+  }
+
+EXO_HALF_ROWS_PORTABLE(exo_f16_rows_portable, exo_f16_to_f32)
+EXO_HALF_ROWS_PORTABLE(exo_bf16_rows_portable, exo_bf16_to_f32)
+
+static void exo_q8_0_rows_portable(float *y, const unsigned char *w, int64_t rows,
+                                   int64_t cols, const int8_t *xq, const float *xd, int add)
+{
+  const int64_t nb = cols / EXO_QK;
+  for (int64_t r = 0; r < rows; r++) {
+    const unsigned char *b = w + (size_t)r * (size_t)nb * EXO_Q8_0_BLOCK_BYTES;
+    float acc[16] = {0};
+    for (int64_t i = 0; i < nb; i++, b += EXO_Q8_0_BLOCK_BYTES) {
+      const float s = exo_f16_to_f32(exo_le16(b)) * xd[i];
+      const int8_t *q = (const int8_t *)(b + 2), *xv = xq + i * EXO_QK;
+      float *a = acc + (i & 1) * 8;
+      for (int j = 0; j < 8; j++) {
+        int32_t p = 0;
+        for (int k = 4 * j; k < 4 * j + 4; k++)
+          p += (int32_t)q[k] * xv[k];
+        a[j] = fmaf((float)p, s, a[j]);
+      }
+    }
+    const float s = exo_lanes16_sum(acc);
+    y[r] = add ? y[r] + s : s;
+  }
+}
+
+static void exo_q4_0_rows_portable(float *y, const unsigned char *w, int64_t rows,
+                                   int64_t cols, const int8_t *xq, const float *xd, int add)
+{
+  const int64_t nb = cols / EXO_QK;
+  for (int64_t r = 0; r < rows; r++) {
+    const unsigned char *b = w + (size_t)r * (size_t)nb * EXO_Q4_0_BLOCK_BYTES;
+    float acc[16] = {0};
+    for (int64_t i = 0; i < nb; i++, b += EXO_Q4_0_BLOCK_BYTES) {
+      const float s = exo_f16_to_f32(exo_le16(b)) * xd[i];
+      const int8_t *xv = xq + i * EXO_QK;
+      float *a = acc + (i & 1) * 8;
+      for (int j = 0; j < 8; j++) {
+        int32_t p = 0;
+        for (int k = 4 * j; k < 4 * j + 4; k++) {
+          const int q = k < 16 ? (b[2 + k] & 15) - 8 : (b[2 + k - 16] >> 4) - 8;
+          p += q * xv[k];
+        }
+        a[j] = fmaf((float)p, s, a[j]);
+      }
+    }
+    const float s = exo_lanes16_sum(acc);
+    y[r] = add ? y[r] + s : s;
+  }
+}
+
+static void exo_f16_pack_portable(const float *src, uint16_t *dst, size_t n)
+{
+  exo_f32_to_f16_n(src, dst, n);
+}
+
+static void exo_f16_unpack_portable(const uint16_t *src, float *dst, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    dst[i] = exo_f16_to_f32(src[i]);
+}
+
+static const struct exo_matmul_kernels exo_kernels_portable = {
+  .f16 = exo_f16_rows_portable,
+  .bf16 = exo_bf16_rows_portable,
+  .q8_0 = exo_q8_0_rows_portable,
+  .q4_0 = exo_q4_0_rows_portable,
+  .f16_pack = exo_f16_pack_portable,
+  .f16_unpack = exo_f16_unpack_portable,
+};
+
+/* ---- dispatch --------------------------------------------------------------------- */
+
+static pthread_once_t exo_cpu_once = PTHREAD_ONCE_INIT;
+static enum exo_cpu_path exo_cpu_chosen; /* written once under exo_cpu_once */
+
+int exo_cpu_path_supported(enum exo_cpu_path p)
+{
+  switch (p) {
+  case EXO_CPU_PORTABLE: return 1;
+#if defined(__x86_64__)
+  case EXO_CPU_AVX2:
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+  case EXO_CPU_AVX512:
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+           exo_cpu_path_supported(EXO_CPU_AVX2);
+#else
+  case EXO_CPU_AVX2:
+  case EXO_CPU_AVX512: return 0;
+#endif
+  }
+  return 0;
+}
+
+const char *exo_cpu_path_name(enum exo_cpu_path p)
+{
+  switch (p) {
+  case EXO_CPU_PORTABLE: return "portable";
+  case EXO_CPU_AVX2: return "avx2";
+  case EXO_CPU_AVX512: return "avx512";
+  }
+  return "?";
+}
+
+static void exo_cpu_detect(void)
+{
+  enum exo_cpu_path best = exo_cpu_path_supported(EXO_CPU_AVX512) ? EXO_CPU_AVX512
+                           : exo_cpu_path_supported(EXO_CPU_AVX2) ? EXO_CPU_AVX2
+                                                                   : EXO_CPU_PORTABLE;
+  exo_cpu_chosen = best;
+  const char *env = getenv("EXO_CPU");
+  if (!env || !*env)
+    return;
+  for (int p = EXO_CPU_PORTABLE; p <= EXO_CPU_AVX512; p++)
+    if (!strcmp(env, exo_cpu_path_name((enum exo_cpu_path)p))) {
+      if (exo_cpu_path_supported((enum exo_cpu_path)p)) {
+        exo_cpu_chosen = (enum exo_cpu_path)p;
+        return;
+      }
+      break;
+    }
+  fprintf(stderr, "exo: EXO_CPU=%s is unknown or unsupported on this CPU; using %s\n", env,
+          exo_cpu_path_name(best));
+}
+
+enum exo_cpu_path exo_cpu_path(void)
+{
+  pthread_once(&exo_cpu_once, exo_cpu_detect);
+  return exo_cpu_chosen;
+}
+
+static const struct exo_matmul_kernels *exo_kernels_for(enum exo_cpu_path p)
+{
+  if (!exo_cpu_path_supported(p))
+    return NULL;
+  switch (p) {
+  case EXO_CPU_PORTABLE: return &exo_kernels_portable;
+  case EXO_CPU_AVX2: return exo_matmul_kernels_avx2();
+  case EXO_CPU_AVX512: return exo_matmul_kernels_avx512();
+  }
+  return NULL;
+}
+
+/* ---- workspace -------------------------------------------------------------------- */
+
+/* Layout: [q8 activation: cols int8, rounded to 64][cols / 32 scales][tile f32]. */
+static size_t exo_ws_act_bytes(int64_t cols)
+{
+  return (((size_t)cols + 63) & ~(size_t)63) + (((size_t)cols / EXO_QK * 4 + 63) & ~(size_t)63);
+}
+
+static size_t exo_ws_bytes(int64_t cols, int multi_row)
+{
+  return exo_ws_act_bytes(cols) +
+         (multi_row ? (size_t)EXO_MATMUL_TILE_ROWS * (size_t)cols * sizeof(float) : 0);
+}
+
+int exo_matmul_ws_reserve(struct exo_matmul_ws *ws, int64_t max_cols, int multi_row)
+{
+  const size_t need = exo_ws_bytes(max_cols, multi_row);
+  if (need <= ws->cap)
+    return 0;
+  void *p = aligned_alloc(64, (need + 63) & ~(size_t)63);
+  if (!p)
+    return -ENOMEM;
+  free(ws->buf);
+  ws->buf = p;
+  ws->cap = need;
+  return 0;
+}
+
+void exo_matmul_ws_fini(struct exo_matmul_ws *ws)
+{
+  free(ws->buf);
+  ws->buf = NULL;
+  ws->cap = 0;
+}
+
+/* ---- products --------------------------------------------------------------------- */
+
+static int exo_shape_ok(const struct exo_weight *w)
+{
+  return w->data && w->rows > 0 && w->cols > 0 && w->rows <= INT32_MAX &&
+         w->cols <= INT32_MAX && exo_dtype_row_bytes(w->dtype, w->cols) > 0;
+}
+
+/* y = W x (+ y when add) with kernels k; ws already holds room for the activation. */
+static void exo_matvec_run(const struct exo_matmul_kernels *k, void *wsbuf, float *y,
+                           const float *x, const struct exo_weight *w, int add)
+{
+  const unsigned char *wd = w->data;
+  switch (w->dtype) {
+  case EXO_DTYPE_F32:
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)w->rows, (int)w->cols, 1.0f,
+                (const float *)w->data, (int)w->cols, x, 1, add ? 1.0f : 0.0f, y, 1);
+    return;
+  case EXO_DTYPE_F16: k->f16(y, wd, w->rows, w->cols, x, add); return;
+  case EXO_DTYPE_BF16: k->bf16(y, wd, w->rows, w->cols, x, add); return;
+  case EXO_DTYPE_Q8_0:
+  case EXO_DTYPE_Q4_0: {
+    int8_t *xq = wsbuf;
+    float *xd = (float *)((char *)wsbuf + (((size_t)w->cols + 63) & ~(size_t)63));
+    exo_q8_act_quantize(x, xq, xd, w->cols);
+    (w->dtype == EXO_DTYPE_Q8_0 ? k->q8_0 : k->q4_0)(y, wd, w->rows, w->cols, xq, xd, add);
+    return;
+  }
+  }
+}
+
+/* Borrows ws when it is big enough, else allocates a temporary (callers that care
+ * about allocation reserve first). */
+static void *exo_ws_get(struct exo_matmul_ws *ws, size_t need, void **tmp)
+{
+  *tmp = NULL;
+  if (ws && ws->cap >= need)
+    return ws->buf;
+  *tmp = aligned_alloc(64, (need + 63) & ~(size_t)63);
+  return *tmp;
+}
+
+int exo_matvec_path(enum exo_cpu_path p, struct exo_matmul_ws *ws, float *y, const float *x,
+                    const struct exo_weight *w)
+{
+  const struct exo_matmul_kernels *k = exo_kernels_for(p);
+  if (!k || !exo_shape_ok(w))
+    return -ENOTSUP;
+  void *tmp, *buf = exo_ws_get(ws, exo_ws_bytes(w->cols, 0), &tmp);
+  if (!buf)
+    return -ENOMEM;
+  exo_matvec_run(k, buf, y, x, w, 0);
+  free(tmp);
+  return 0;
+}
+
+/* Widens rows [r0, r0 + n) of w into tile (f32, row-major, w->cols wide). */
+static void exo_widen_rows(const struct exo_matmul_kernels *k, const struct exo_weight *w,
+                           int64_t r0, int64_t n, float *tile)
+{
+  const size_t rb = exo_dtype_row_bytes(w->dtype, w->cols);
+  const unsigned char *p = (const unsigned char *)w->data + (size_t)r0 * rb;
+  if (w->dtype == EXO_DTYPE_F16 && ((uintptr_t)p % 2) == 0) {
+    k->f16_unpack((const uint16_t *)p, tile, (size_t)(n * w->cols));
+    return;
+  }
+  for (int64_t r = 0; r < n; r++)
+    exo_weight_row_f32(w, r0 + r, tile + (size_t)r * w->cols);
+}
+
+int exo_matmul_ex(struct exo_matmul_ws *ws, float *y, const float *x, int n,
+                  const struct exo_weight *w, const float *bias, int accumulate)
+{
+  if (!exo_shape_ok(w) || n < 1)
+    return -ENOTSUP;
+  const int out = (int)w->rows, in = (int)w->cols;
+  if (bias) {
+    /* Seed y with the bias so the products add on top. */
+    for (int r = 0; r < n; r++)
+      for (int o = 0; o < out; o++)
+        y[(size_t)r * out + o] = accumulate ? y[(size_t)r * out + o] + bias[o] : bias[o];
+  }
+  const int add = bias || accumulate;
+  if (w->dtype == EXO_DTYPE_F32 && n > 1) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in,
+                (const float *)w->data, in, add ? 1.0f : 0.0f, y, out);
+    return 0;
+  }
+  const struct exo_matmul_kernels *k = exo_kernels_for(exo_cpu_path());
+  void *tmp, *buf = exo_ws_get(ws, exo_ws_bytes(in, n > 1), &tmp);
+  if (!buf)
+    return -ENOMEM;
+  if (n == 1) {
+    exo_matvec_run(k, buf, y, x, w, add);
+  } else {
+    float *tile = (float *)((char *)buf + exo_ws_act_bytes(in));
+    for (int r0 = 0; r0 < out; r0 += EXO_MATMUL_TILE_ROWS) {
+      const int rows = out - r0 < EXO_MATMUL_TILE_ROWS ? out - r0 : EXO_MATMUL_TILE_ROWS;
+      exo_widen_rows(k, w, r0, rows, tile);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, in, 1.0f, x, in, tile, in,
+                  add ? 1.0f : 0.0f, y + r0, out);
+    }
+  }
+  free(tmp);
+  return 0;
+}
+
+void exo_f16_pack(const float *src, uint16_t *dst, size_t n)
+{
+  exo_kernels_for(exo_cpu_path())->f16_pack(src, dst, n);
+}
+
+void exo_f16_unpack(const uint16_t *src, float *dst, size_t n)
+{
+  exo_kernels_for(exo_cpu_path())->f16_unpack(src, dst, n);
+}

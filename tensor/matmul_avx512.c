@@ -1,0 +1,211 @@
+/* tensor/matmul_avx512.c: the AVX-512 (F, BW, VL, VNNI) row kernels of matmul.c.
+ * Compiled for that ISA by the pragma below and called only when cpuid reports it.
+ * Half formats widen 16 values per instruction and accumulate in f32 (4 chains);
+ * block formats do exact int8 dots with VNNI (vpdpbusd, |w| times sign-adjusted x)
+ * and follow matmul_impl.h's summation order, two blocks per 512-bit register. */
+#include "tensor/matmul_impl.h"
+
+#if defined(__x86_64__)
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
+#include <immintrin.h>
+#include <string.h>
+
+#include "tensor/quant.h"
+
+static inline float exo_hsum512(__m512 a, __m512 b, __m512 c, __m512 d)
+{
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
+}
+
+static inline __m512 exo_load_bf16x16(const unsigned char *p)
+{
+  __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+
+static inline __m512 exo_load_f16x16(const unsigned char *p)
+{
+  return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+
+#define EXO_HALF_ROWS(name, load, maskload)                                                  \
+  static void name(float *y, const unsigned char *w, int64_t rows, int64_t cols,             \
+                   const float *x, int add)                                                  \
+  {                                                                                          \
+    const size_t rb = (size_t)cols * 2;                                                      \
+    for (int64_t r = 0; r < rows; r++) {                                                     \
+      const unsigned char *p = w + (size_t)r * rb;                                           \
+      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                            \
+      int64_t j = 0;                                                                         \
+      for (; j + 64 <= cols; j += 64) {                                                      \
+        a0 = _mm512_fmadd_ps(load(p + 2 * j), _mm512_loadu_ps(x + j), a0);                   \
+        a1 = _mm512_fmadd_ps(load(p + 2 * j + 32), _mm512_loadu_ps(x + j + 16), a1);         \
+        a2 = _mm512_fmadd_ps(load(p + 2 * j + 64), _mm512_loadu_ps(x + j + 32), a2);         \
+        a3 = _mm512_fmadd_ps(load(p + 2 * j + 96), _mm512_loadu_ps(x + j + 48), a3);         \
+      }                                                                                      \
+      for (; j + 16 <= cols; j += 16)                                                        \
+        a0 = _mm512_fmadd_ps(load(p + 2 * j), _mm512_loadu_ps(x + j), a0);                   \
+      if (j < cols) {                                                                        \
+        const __mmask16 k = (__mmask16)((1u << (cols - j)) - 1);                             \
+        __m256i h = _mm256_maskz_loadu_epi16(k, p + 2 * j);                                  \
+        a1 = _mm512_fmadd_ps(maskload(h), _mm512_maskz_loadu_ps(k, x + j), a1);              \
+      }                                                                                      \
+      const float s = exo_hsum512(a0, a1, a2, a3);                                           \
+      y[r] = add ? y[r] + s : s;                                                             \
+    }                                                                                        \
+  }
+
+static inline __m512 exo_bf16_from_reg(__m256i h)
+{
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+EXO_HALF_ROWS(exo_bf16_rows_avx512, exo_load_bf16x16, exo_bf16_from_reg)
+EXO_HALF_ROWS(exo_f16_rows_avx512, exo_load_f16x16, _mm512_cvtph_ps)
+
+static inline float exo_scale_of(const unsigned char *b)
+{
+  uint16_t h;
+  memcpy(&h, b, 2);
+  return _cvtsh_ss(h);
+}
+
+/* Lanes 0..7 with scale s0 and 8..15 with s1: the even and odd block of a pair. */
+static inline __m512 exo_pair_scales(float s0, float s1)
+{
+  return _mm512_mask_blend_ps((__mmask16)0xff00, _mm512_set1_ps(s0), _mm512_set1_ps(s1));
+}
+
+static inline float exo_lanes_reduce512(__m512 acc)
+{
+  /* matmul_impl.h's order: t = lo + hi, u = t0..3 + t4..7, v = u0,1 + u2,3, v0 + v1 */
+  __m256 t = _mm256_add_ps(_mm512_castps512_ps256(acc),
+                           _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
+  __m128 u = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+  __m128 v = _mm_add_ps(u, _mm_movehl_ps(u, u));
+  return _mm_cvtss_f32(_mm_add_ss(v, _mm_shuffle_ps(v, v, 1)));
+}
+
+/* Exact int32 lane sums of w * x over 4 bytes each, for signed w and x in [-127, 127]. */
+static inline __m512i exo_dot_s8(__m512i w, __m512i x)
+{
+  const __mmask64 neg = _mm512_movepi8_mask(w);
+  const __m512i sx = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
+  return _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(w), sx);
+}
+
+static void exo_q8_0_rows_avx512(float *y, const unsigned char *w, int64_t rows, int64_t cols,
+                                 const int8_t *xq, const float *xd, int add)
+{
+  const int64_t nb = cols / EXO_QK;
+  const size_t rb = (size_t)nb * EXO_Q8_0_BLOCK_BYTES;
+  for (int64_t r = 0; r < rows; r++) {
+    const unsigned char *b = w + (size_t)r * rb;
+    __m512 acc = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2, b += 2 * EXO_Q8_0_BLOCK_BYTES) {
+      __m256i w0 = _mm256_loadu_si256((const __m256i *)(b + 2));
+      __m256i w1 = _mm256_loadu_si256((const __m256i *)(b + EXO_Q8_0_BLOCK_BYTES + 2));
+      __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
+      __m512i p = exo_dot_s8(wv, _mm512_loadu_si512(xq + i * EXO_QK));
+      __m512 s = exo_pair_scales(exo_scale_of(b) * xd[i],
+                                 exo_scale_of(b + EXO_Q8_0_BLOCK_BYTES) * xd[i + 1]);
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc);
+    }
+    if (i < nb) {
+      __m512i wv = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(b + 2)));
+      __m512i xv = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(xq + i * EXO_QK)));
+      __m512i p = exo_dot_s8(wv, xv);
+      acc = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(exo_scale_of(b) * xd[i]),
+                                  acc, (__mmask16)0x00ff);
+    }
+    const float s = exo_lanes_reduce512(acc);
+    y[r] = add ? y[r] + s : s;
+  }
+}
+
+/* 32 nibbles of a Q4_0 block as bytes 0..15 (low nibbles) then 16..31 (high). */
+static inline __m256i exo_q4_unpack(const unsigned char *qs)
+{
+  __m128i q = _mm_loadu_si128((const __m128i *)qs);
+  __m256i t = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+  return _mm256_and_si256(t, _mm256_set1_epi8(15));
+}
+
+static void exo_q4_0_rows_avx512(float *y, const unsigned char *w, int64_t rows, int64_t cols,
+                                 const int8_t *xq, const float *xd, int add)
+{
+  const int64_t nb = cols / EXO_QK;
+  const size_t rb = (size_t)nb * EXO_Q4_0_BLOCK_BYTES;
+  const __m512i eights = _mm512_set1_epi8(8);
+  for (int64_t r = 0; r < rows; r++) {
+    const unsigned char *b = w + (size_t)r * rb;
+    __m512 acc = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2, b += 2 * EXO_Q4_0_BLOCK_BYTES) {
+      __m512i nib = _mm512_inserti64x4(_mm512_castsi256_si512(exo_q4_unpack(b + 2)),
+                                       exo_q4_unpack(b + EXO_Q4_0_BLOCK_BYTES + 2), 1);
+      __m512i xv = _mm512_loadu_si512(xq + i * EXO_QK);
+      /* (n - 8) . x = n . x - 8 . x, both exact in int32 */
+      __m512i p = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), nib, xv),
+                                   _mm512_dpbusd_epi32(_mm512_setzero_si512(), eights, xv));
+      __m512 s = exo_pair_scales(exo_scale_of(b) * xd[i],
+                                 exo_scale_of(b + EXO_Q4_0_BLOCK_BYTES) * xd[i + 1]);
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc);
+    }
+    if (i < nb) {
+      __m512i nib = _mm512_zextsi256_si512(exo_q4_unpack(b + 2));
+      __m512i xv = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(xq + i * EXO_QK)));
+      __m512i p = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), nib, xv),
+                                   _mm512_dpbusd_epi32(_mm512_setzero_si512(), eights, xv));
+      acc = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(exo_scale_of(b) * xd[i]),
+                                  acc, (__mmask16)0x00ff);
+    }
+    const float s = exo_lanes_reduce512(acc);
+    y[r] = add ? y[r] + s : s;
+  }
+}
+
+static void exo_f16_pack_avx512(const float *src, uint16_t *dst, size_t n)
+{
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm256_storeu_si256((__m256i *)(dst + i),
+                        _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+  if (i < n) {
+    const __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+    __m256i h = _mm512_cvtps_ph(_mm512_maskz_loadu_ps(k, src + i), _MM_FROUND_TO_NEAREST_INT);
+    _mm256_mask_storeu_epi16(dst + i, k, h);
+  }
+}
+
+static void exo_f16_unpack_avx512(const uint16_t *src, float *dst, size_t n)
+{
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
+  if (i < n) {
+    const __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(dst + i, k, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, src + i)));
+  }
+}
+
+static const struct exo_matmul_kernels exo_kernels_avx512 = {
+  .f16 = exo_f16_rows_avx512,
+  .bf16 = exo_bf16_rows_avx512,
+  .q8_0 = exo_q8_0_rows_avx512,
+  .q4_0 = exo_q4_0_rows_avx512,
+  .f16_pack = exo_f16_pack_avx512,
+  .f16_unpack = exo_f16_unpack_avx512,
+};
+
+const struct exo_matmul_kernels *exo_matmul_kernels_avx512(void)
+{
+  return &exo_kernels_avx512;
+}
+#else
+const struct exo_matmul_kernels *exo_matmul_kernels_avx512(void)
+{
+  return NULL;
+}
+#endif
