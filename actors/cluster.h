@@ -57,9 +57,9 @@ struct exo_live_map {
 
 struct exo_cluster;
 
-/* The node's cluster state, created on first use (call from an actor's init or before
- * exo_node_start: it becomes the node's context). NULL on allocation failure or when the
- * node's context is something else. */
+/* The node's cluster state, created on first use, which must come before exo_node_start
+ * (it becomes the node's context; `exo-actors run` does it). NULL on allocation failure,
+ * when the node's context is something else, or when first called after the start. */
 struct exo_cluster *exo_cluster_of(struct exo_node *node);
 
 /* ---- readers (any thread registered with exo_shared_thread_register; inside

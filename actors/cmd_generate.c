@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,9 @@
 
 #include "actors/commands.h"
 #include "actors/default_model.h"
+#include "actors/kinds.h"
 #include "actors/local_cluster.h"
+#include "runtime/config.h"
 #include "tensor/forward.h"
 #include "tensor/model.h"
 #include "tensor/sample.h"
@@ -32,14 +35,17 @@ static void exo_generate_usage(FILE *out)
           "usage: exo-actors generate [--model DIR] (--prompt TEXT | --prompt-ids N,N,...)\n"
           "         [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
           "         [--repetition-penalty R] [--seed S] [--ids] [--threads N]\n"
-          "         [--nodes K] [--partition a:b,b:c,...] [--stats]\n"
+          "         [--nodes K] [--partition a:b,b:c,...] [--config FILE] [--stats]\n"
           "Generates on this node alone. Text streams to stdout as tokens arrive; with --ids\n"
           "stdout is the generated ids, space-separated, on one line. Timing goes to stderr.\n"
           "Defaults: --model models/demo (next to the source tree or binary), --max-tokens %d,\n"
           "--temperature 0 (greedy), --top-p 1, --top-k 0, --min-p 0, --seed 0.\n"
           "--nodes K / --partition: start K `exo-actors run` node processes on loopback, split\n"
           "the layers (evenly, or the given ranges), generate across them, stop them; --stats\n"
-          "prints per step the compute per node, transfer per hop and orchestration overhead.\n",
+          "prints per step the compute per node, transfer per hop and orchestration overhead.\n"
+          "--config FILE: generate through the running cluster of the node FILE configures\n"
+          "(`exo-actors run FILE` elsewhere): connects to its listen address, its origin\n"
+          "routes the request through the cluster's live partition map.\n",
           EXO_GEN_DEFAULT_MAX_TOKENS);
 }
 
@@ -164,13 +170,14 @@ int exo_cmd_generate(int argc, char **argv)
     {"nodes", required_argument, NULL, 'K'},
     {"partition", required_argument, NULL, 'A'},
     {"stats", no_argument, NULL, 'S'},
+    {"config", required_argument, NULL, 'C'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
   };
   const char *model_dir = NULL, *prompt = NULL, *prompt_ids = NULL;
   int max_tokens = EXO_GEN_DEFAULT_MAX_TOKENS, threads = 0, ids_only = 0;
   int gen_nodes = 0, gen_stats = 0;
-  const char *gen_partition = NULL;
+  const char *gen_partition = NULL, *gen_config = NULL;
   struct exo_sample_params sp;
   exo_sample_params_default(&sp);
 
@@ -217,6 +224,7 @@ int exo_cmd_generate(int argc, char **argv)
       rc = exo_gen_int("--nodes", optarg, 1, EXO_LOCAL_CLUSTER_MAX, "1..16", &gen_nodes);
       break;
     case 'A': gen_partition = optarg; break;
+    case 'C': gen_config = optarg; break;
     case 'S': gen_stats = 1; break;
     case 'T':
       rc = exo_gen_int("--threads", optarg, 1, 1024, "a positive integer", &threads);
@@ -242,11 +250,40 @@ int exo_cmd_generate(int argc, char **argv)
                     "N,N,...\n");
     return 2;
   }
+  struct exo_config *node_cfg = NULL;
+  char connect[256] = "";
+  if (gen_config) {
+    char cerr[512];
+    if (gen_nodes || gen_partition) {
+      fprintf(stderr, "exo-actors generate: --config drives a running cluster; it does not go "
+                      "with --nodes or --partition\n");
+      return 2;
+    }
+    if (exo_config_load(gen_config, exo_kind_names, &node_cfg, cerr, sizeof cerr)) {
+      fprintf(stderr, "exo-actors generate: --config: %s\n", cerr);
+      return 2;
+    }
+    if (!node_cfg->listen || strncmp(node_cfg->listen, "tcp://", 6)) {
+      fprintf(stderr, "exo-actors generate: --config %s: the node has no tcp `listen` address "
+                      "to reach it at\n", gen_config);
+      exo_config_free(node_cfg);
+      return 2;
+    }
+    /* a node listening on every interface is reached over loopback from here */
+    const char *host = node_cfg->listen + 6;
+    if (!strncmp(host, "0.0.0.0:", 8) || !strncmp(host, "*:", 2))
+      snprintf(connect, sizeof connect, "tcp://127.0.0.1%s", strchr(host, ':'));
+    else
+      snprintf(connect, sizeof connect, "%s", node_cfg->listen);
+    if (!model_dir)
+      model_dir = node_cfg->model;
+  }
   char default_dir[PATH_MAX];
   if (!model_dir) {
     if (exo_default_model_dir(default_dir, sizeof default_dir)) {
       fprintf(stderr, "exo-actors generate: no --model given and no models/demo found (in the "
                       "working directory or next to the binary); pass --model DIR\n");
+      exo_config_free(node_cfg);
       return 2;
     }
     model_dir = default_dir;
@@ -273,11 +310,16 @@ int exo_cmd_generate(int argc, char **argv)
   }
   if (threads)
     openblas_set_num_threads(threads);
-  int rc = exo_model_load(model_dir, 0, -1, &m, err, sizeof err);
+  const bool on_cluster = gen_nodes || gen_partition || gen_config;
+  struct exo_model_config mcfg;
+  int rc = on_cluster ? exo_model_config_load(model_dir, &mcfg, err, sizeof err)
+                      : exo_model_load(model_dir, 0, -1, &m, err, sizeof err);
   if (rc) {
     fprintf(stderr, "exo-actors generate: cannot load model: %s\n", err);
     goto out;
   }
+  if (m)
+    mcfg = m->cfg;
   if (prompt || !ids_only) {
     char path[PATH_MAX + 16];
     int n = snprintf(path, sizeof path, "%s/tokenizer.json", model_dir);
@@ -305,7 +347,7 @@ int exo_cmd_generate(int argc, char **argv)
     }
     hist = ids;
   }
-  const struct exo_model_config *cfg = &m->cfg;
+  const struct exo_model_config *cfg = &mcfg;
   if (n_prompt == 0) {
     fprintf(stderr, "exo-actors generate: the prompt is empty (no tokens)\n");
     goto out;
@@ -326,13 +368,14 @@ int exo_cmd_generate(int argc, char **argv)
     fputs(prompt, stderr);   /* keeps only generated text, so pipes and tests get just that */
     fflush(stderr);
   }
-  if (gen_nodes || gen_partition) {
+  if (on_cluster) {
     char exe[PATH_MAX];
     ssize_t el = readlink("/proc/self/exe", exe, sizeof exe - 1);
     exe[el > 0 ? el : 0] = '\0';
     struct exo_gen_printer pr = {ids_only, stream, chunk, chunk_cap, 0};
     struct exo_cluster_gen_opts co = {.exe = exe, .model_dir = model_dir, .n_nodes = gen_nodes,
                                       .partition = gen_partition, .stats = gen_stats,
+                                      .connect = gen_config ? connect : NULL,
                                       .on_token = exo_gen_print_token, .arg = &pr};
     int32_t *out_ids = NULL;
     size_t n_out = 0;
@@ -355,8 +398,12 @@ int exo_cmd_generate(int argc, char **argv)
       for (const char *c = gen_partition; *c; c++)
         n_procs += *c == ',';
     }
-    fprintf(stderr, "generated %zu tokens on %d node processes in %.1f ms (incl. start-up)\n",
-            n_out, n_procs, (exo_gen_now() - tc) * 1e3);
+    if (gen_config)
+      fprintf(stderr, "generated %zu tokens through the cluster of %s in %.1f ms\n", n_out,
+              connect, (exo_gen_now() - tc) * 1e3);
+    else
+      fprintf(stderr, "generated %zu tokens on %d node processes in %.1f ms (incl. start-up)\n",
+              n_out, n_procs, (exo_gen_now() - tc) * 1e3);
     status = 0;
     goto out;
   }
@@ -446,5 +493,6 @@ out:
   exo_token_stream_free(stream);
   exo_tokenizer_free(tok);
   exo_model_free(m);
+  exo_config_free(node_cfg); /* after the last use of model_dir, which may point into it */
   return status;
 }

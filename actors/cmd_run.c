@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "actors/cluster.h"
 #include "actors/commands.h"
 #include "actors/kinds.h"
 #include "runtime/config.h"
@@ -64,6 +65,11 @@ int exo_cmd_run(int argc, char **argv)
   }
   if ((rc = exo_node_new(cfg, exo_kinds, &node, err, sizeof err))) {
     fprintf(stderr, "exo-actors run: %s: %s\n", argv[1], err);
+    goto out;
+  }
+  /* the control actors share what they learn through it (actors/cluster.h) */
+  if (!exo_cluster_of(node)) {
+    fprintf(stderr, "exo-actors run: out of memory\n");
     goto out;
   }
   if ((rc = exo_node_start(node, err, sizeof err))) {

@@ -36,3 +36,21 @@ int exo_default_model_dir(char *out, size_t outlen)
   }
   return -ENOENT;
 }
+
+void exo_model_id(const char *dir, char *out, size_t outlen)
+{
+  char def[4096];
+  if (!dir && exo_default_model_dir(def, sizeof def) == 0)
+    dir = def;
+  if (!dir) {
+    snprintf(out, outlen, "none");
+    return;
+  }
+  size_t n = strlen(dir);
+  while (n > 1 && dir[n - 1] == '/')
+    n--;
+  size_t b = n;
+  while (b > 0 && dir[b - 1] != '/')
+    b--;
+  snprintf(out, outlen, "%.*s", (int)(n - b), dir + b);
+}

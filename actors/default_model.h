@@ -9,4 +9,8 @@
  * -> ../../models/demo; installed bin/exo-actors -> ../models/demo). 0 or -ENOENT. */
 int exo_default_model_dir(char *out, size_t outlen);
 
+/* The id a node announces for the model at dir (NULL: the default one): the last name of
+ * the path ("models/demo/" -> "demo"), so nodes that keep it in different places agree. */
+void exo_model_id(const char *dir, char *out, size_t outlen);
+
 #endif

@@ -157,7 +157,9 @@ int exo_req_event_encode(const struct exo_req_event *e, void **buf, size_t *len)
     exo_gen_put_u32(q, (uint32_t)e->top[i].id);
     exo_gen_put_f32(q + 4, e->top[i].logprob);
   }
-  exo_gen_put_stages(q, e->stages, n_st);
+  uint8_t st[EXO_GEN_STAGES_WIRE]; /* put_stages fills the whole fixed-size block */
+  exo_gen_put_stages(st, e->stages, n_st);
+  memcpy(q, st, EXO_GEN_STAGE_WIRE * (size_t)n_st);
   q += EXO_GEN_STAGE_WIRE * n_st;
   memcpy(q, e->msg, msg_len);
   *buf = p;

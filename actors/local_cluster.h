@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define EXO_LOCAL_CLUSTER_MAX 16
 
@@ -20,6 +21,12 @@ struct exo_local_cluster_opts {
   uint32_t first_id;     /* node ids first_id .. first_id + n_nodes - 1 */
   const char *model;     /* written as each config's `model` (may be NULL) */
   const char *log_level; /* "warn" when NULL */
+  /* the control plane (see docs/CONFIG.md for the actors each node runs) */
+  int udp_port;          /* > 0: UDP discovery on 127.255.255.255:port, no static peers */
+  int min_nodes;         /* partitioner min_nodes (0: n_nodes) */
+  int settle_ms;         /* partitioner settle_ms (0 ok: publish at once) */
+  const char *strategy;  /* "even" when NULL (and no ranges) */
+  const char *ranges;    /* manual "1=0:3,2=3:6": strategy manual */
 };
 
 /* Picks a free tcp port on 127.0.0.1 (bind to port 0, read it back, close). */
@@ -31,6 +38,8 @@ int exo_local_cluster_start(const struct exo_local_cluster_opts *opts,
 int exo_local_cluster_size(const struct exo_local_cluster *c);
 uint32_t exo_local_cluster_node_id(const struct exo_local_cluster *c, int i);
 const char *exo_local_cluster_addr(const struct exo_local_cluster *c, int i);
+pid_t exo_local_cluster_pid(const struct exo_local_cluster *c, int i); /* 0: not running */
+const char *exo_local_cluster_dir(const struct exo_local_cluster *c); /* configs and logs */
 /* 0 while every child runs; -ECHILD when one has exited (err names it, its status and the
  * last line of its log). */
 int exo_local_cluster_check(struct exo_local_cluster *c, char *err, size_t errlen);
@@ -46,6 +55,7 @@ struct exo_cluster_gen_opts {
   const char *exe;       /* exo-actors binary for the children */
   const char *model_dir;
   int n_nodes;           /* 0: as many as partition has ranges */
+  const char *connect;   /* a running node's address: use that cluster, start none */
   const char *partition; /* "a:b,b:c,..." or NULL: even split (actors/partition.c) */
   int stats;             /* per-step timing lines on stderr */
   void (*on_token)(void *arg, int32_t id); /* runs on the origin's loop thread */

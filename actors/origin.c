@@ -1,424 +1,441 @@
-/* actors/origin.c: actor kind "origin" and the blocking client API around it.
- * Owns the request's history (prompt + tokens in position order) and the map epoch it
- * publishes; must not touch a job after the caller gave up on it (job->active guards).
+/* actors/origin.c: actor kind "origin": a node's front door for generations. Serves the
+ * client protocol (actors/gen_request.h) for local clients (the api actor) and remote
+ * ones (`generate --config`), routes each request through the live map (actors/cluster.h),
+ * and owns every request's token history, so a request survives a map change or a lost
+ * message: it is re-issued from its history under a new wire id, and since sampling is
+ * keyed by (seed, sample key, position) it draws the same tokens. Must not compute.
  *
- * Protocol (shard_worker.h):
- *   SUBMIT (local, from the calling thread: a pointer to the exo_origin)
- *     map job -> MAP(epoch+1) to every target; READY from each -> done
- *     gen job -> PROMPT(history) to the first stage
- *   TOKEN(pos) -> pos == history length: append; smaller: duplicate, dropped;
- *                 larger: a lost message (fails the job: no retry yet); FINAL -> CANCEL
- *                 to every stage, done
- * Every reply is matched by epoch and request id; stale ones are dropped. */
+ *   SUBMIT -> issue: PROMPT(history, n_done) to the map's first stage (or wait for a map)
+ *   TOKEN(pos == history length) -> append, EVENT to the client; FINAL -> CANCEL stages
+ *   MAP_LIVE (a new epoch) or no progress for step_timeout_ms -> re-issue
+ * Requests live in a small array scanned per TOKEN (up to max_requests, default 256);
+ * only this actor's thread touches them. */
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "actors/origin.h"
+#include "actors/cluster.h"
+#include "actors/control.h"
+#include "actors/gen_request.h"
+#include "common/err.h"
+#include "runtime/log.h"
 #include "runtime/node.h"
 
-#define EXO_ORIGIN_MSG_SUBMIT 530u /* local only: payload is a struct exo_origin pointer */
-#define EXO_ORIGIN_ACTOR_NAME "origin"
+#define OLOG(level, ...) exo_log(level, NULL, "origin", __VA_ARGS__)
+#define TICK_TIMER 1
+#define TICK_MS 50
 
-enum origin_job_kind { JOB_NONE, JOB_MAP, JOB_GEN };
-
-struct exo_origin {
-  struct exo_node *node;
-  struct exo_addr self;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  /* the job, under mu */
-  enum origin_job_kind kind;
-  bool active, done;
-  int rc;
-  char err[512];
-  uint64_t epoch; /* last published */
+struct oreq {
+  struct exo_addr client;
+  uint64_t client_req;
+  struct exo_sample_params sp;
+  uint32_t max_tokens, flags, top_logprobs;
+  int32_t *hist;
+  size_t n_hist, cap, n_prompt;
+  uint64_t wire;  /* the current attempt's request id on the wire; 0 while waiting */
+  uint64_t epoch; /* the current attempt's map epoch */
   struct exo_gen_range ranges[EXO_GEN_MAX_RANGES];
   size_t n_ranges;
-  /* map job */
-  struct exo_gen_range targets[2 * EXO_GEN_MAX_RANGES];
-  size_t n_targets, pending;
-  char model_dir[EXO_GEN_MAX_PATH + 1];
-  /* gen job */
-  uint64_t next_request, request;
-  const int32_t *prompt;
-  size_t n_prompt;
-  struct exo_sample_params sp;
-  uint32_t max_tokens;
-  uint64_t sample_key;
-  void (*on_token)(void *arg, int32_t id);
-  void *arg;
-  uint64_t last_ns;
-  struct exo_origin_result res;
+  uint64_t submitted_ns, last_ns;
+  uint32_t attempts;
 };
 
 struct origin_state {
-  struct exo_origin *o;
+  struct exo_actor *self;
+  struct exo_cluster *cluster;
+  struct oreq **reqs;
+  size_t n_reqs;
+  uint32_t max_requests, step_timeout_ms, map_wait_ms, max_attempts;
+  uint64_t next_wire;
+  uint64_t reissued, completed, failed;
 };
 
-void exo_origin_result_fini(struct exo_origin_result *r)
+static void oreq_free(struct oreq *r)
 {
-  if (!r)
+  if (r)
+    free(r->hist);
+  free(r);
+}
+
+static void event_send(struct origin_state *s, struct oreq *r, struct exo_req_event *e)
+{
+  e->prompt_tokens = (uint32_t)r->n_prompt;
+  e->attempts = r->attempts;
+  void *buf;
+  size_t len;
+  if (exo_req_event_encode(e, &buf, &len))
     return;
-  free(r->ids);
-  free(r->steps);
-  memset(r, 0, sizeof *r);
+  struct exo_envelope env = {.type = EXO_REQ_MSG_EVENT, .dst = r->client,
+                             .request_id = r->client_req};
+  int rc = exo_actor_send_buf(s->self, &env, &buf, len);
+  if (rc)
+    OLOG(EXO_LOG_DEBUG, "EVENT to %u/%u: %s", r->client.node, r->client.actor, strerror(-rc));
 }
 
-static void job_finish(struct exo_origin *o, int rc)
+static void cancel_stages(struct origin_state *s, struct oreq *r)
 {
-  if (rc && !o->rc)
-    o->rc = rc;
-  o->done = true;
-  pthread_cond_broadcast(&o->cv);
-}
-
-static int send_bytes(struct exo_actor *self, struct exo_addr dst, uint16_t type, uint64_t epoch,
-                      uint64_t req, const void *data, size_t len)
-{
-  void *p = exo_msg_alloc(len);
-  if (!p)
-    return -ENOMEM;
-  memcpy(p, data, len);
-  struct exo_envelope env = {.type = type, .dst = dst, .epoch = epoch, .request_id = req};
-  return exo_actor_send_buf(self, &env, &p, len);
-}
-
-static void start_map(struct exo_actor *self, struct exo_origin *o)
-{
-  size_t pl = strlen(o->model_dir);
-  size_t len = EXO_GEN_MAP_HEAD + 16 * o->n_ranges + pl;
-  uint8_t *buf = malloc(len);
-  if (!buf) {
-    job_finish(o, -ENOMEM);
+  if (!r->wire)
     return;
-  }
-  exo_gen_put_u32(buf, (uint32_t)o->n_ranges);
-  exo_gen_put_u32(buf + 4, (uint32_t)pl);
-  for (size_t i = 0; i < o->n_ranges; i++) {
-    uint8_t *q = buf + EXO_GEN_MAP_HEAD + 16 * i;
-    exo_gen_put_u32(q, o->ranges[i].node);
-    exo_gen_put_u32(q + 4, o->ranges[i].actor);
-    exo_gen_put_u32(q + 8, o->ranges[i].a);
-    exo_gen_put_u32(q + 12, o->ranges[i].b);
-  }
-  memcpy(buf + EXO_GEN_MAP_HEAD + 16 * o->n_ranges, o->model_dir, pl);
-  o->pending = o->n_targets;
-  for (size_t i = 0; i < o->n_targets; i++) {
-    struct exo_addr dst = {o->targets[i].node, o->targets[i].actor};
-    int rc = send_bytes(self, dst, EXO_GEN_MSG_MAP, o->epoch, 0, buf, len);
-    if (rc) {
-      snprintf(o->err, sizeof o->err, "MAP to node %u: %s", dst.node, strerror(-rc));
-      free(buf);
-      job_finish(o, rc);
+  for (size_t i = 0; i < r->n_ranges; i++) {
+    uint8_t reason[4] = {0}; /* nanomsg frames need a payload byte */
+    struct exo_addr dst = {r->ranges[i].node, r->ranges[i].actor};
+    void *p = exo_msg_alloc(sizeof reason);
+    if (!p)
       return;
+    memcpy(p, reason, sizeof reason);
+    struct exo_envelope env = {.type = EXO_GEN_MSG_CANCEL, .dst = dst, .epoch = r->epoch,
+                               .request_id = r->wire};
+    (void)exo_actor_send_buf(s->self, &env, &p, sizeof reason);
+  }
+}
+
+/* Ends r with a FINAL event and forgets it (index i in s->reqs). */
+static void finish(struct origin_state *s, size_t i, enum exo_req_finish why, int code,
+                   const char *text)
+{
+  struct oreq *r = s->reqs[i];
+  cancel_stages(s, r);
+  struct exo_req_event e = {.flags = EXO_REQ_EV_FINAL, .finish = why,
+                            .index = (uint32_t)(r->n_hist - r->n_prompt), .token = code};
+  if (text)
+    snprintf(e.msg, sizeof e.msg, "%s", text);
+  event_send(s, r, &e);
+  if (why == EXO_REQ_FINISH_ERROR)
+    s->failed++;
+  else
+    s->completed++;
+  oreq_free(r);
+  s->reqs[i] = s->reqs[--s->n_reqs];
+}
+
+/* Sends r's history as a PROMPT under the live map, or leaves it waiting for one. */
+static void issue(struct origin_state *s, size_t i)
+{
+  struct oreq *r = s->reqs[i];
+  cancel_stages(s, r);
+  r->wire = 0;
+  r->epoch = 0;
+  r->last_ns = exo_gen_now_ns();
+  struct exo_live_map m;
+  if (exo_cluster_copy_live_map(s->cluster, &m) || m.n == 0)
+    return; /* the tick fails it if no map arrives in time */
+  if (++r->attempts > s->max_attempts) {
+    char t[128];
+    snprintf(t, sizeof t, "no progress after %u attempts (the cluster keeps failing it)",
+             s->max_attempts);
+    finish(s, i, EXO_REQ_FINISH_ERROR, -EIO, t);
+    return;
+  }
+  if (r->attempts > 1)
+    s->reissued++;
+  /* wire ids carry the origin's node id, so requests of several origins never collide in
+   * a shard's table */
+  r->wire = ((uint64_t)exo_actor_addr(s->self).node << 32) | (s->next_wire++ & 0xffffffffu);
+  r->epoch = m.epoch;
+  r->n_ranges = m.n;
+  memcpy(r->ranges, m.ranges, m.n * sizeof m.ranges[0]);
+  size_t len = EXO_GEN_PROMPT_HEAD + 4 * r->n_hist;
+  uint8_t *p = exo_msg_alloc(len);
+  if (!p) {
+    finish(s, i, EXO_REQ_FINISH_ERROR, -ENOMEM, "out of memory");
+    return;
+  }
+  memset(p, 0, EXO_GEN_PROMPT_HEAD);
+  exo_gen_put_f32(p, r->sp.temperature);
+  exo_gen_put_u32(p + 4, (uint32_t)r->sp.top_k);
+  exo_gen_put_f32(p + 8, r->sp.top_p);
+  exo_gen_put_f32(p + 12, r->sp.min_p);
+  exo_gen_put_f32(p + 16, r->sp.repetition_penalty);
+  exo_gen_put_f32(p + 20, r->sp.presence_penalty);
+  exo_gen_put_f32(p + 24, r->sp.frequency_penalty);
+  exo_gen_put_u32(p + 28, r->max_tokens);
+  exo_gen_put_u64(p + 32, r->sp.seed);
+  exo_gen_put_u64(p + 40, 0); /* sample key: same seed, same tokens, whoever asks */
+  exo_gen_put_u32(p + 48, (uint32_t)r->n_hist);
+  exo_gen_put_u32(p + 52, exo_actor_addr(s->self).node);
+  exo_gen_put_u32(p + 56, exo_actor_addr(s->self).actor);
+  exo_gen_put_u32(p + 60, (uint32_t)(r->n_hist - r->n_prompt));
+  exo_gen_put_u32(p + 64, (r->flags & EXO_REQ_F_LOGPROBS) ? EXO_GEN_PROMPT_F_LOGPROBS : 0);
+  exo_gen_put_u32(p + 68, r->top_logprobs);
+  for (size_t k = 0; k < r->n_hist; k++)
+    exo_gen_put_u32(p + EXO_GEN_PROMPT_HEAD + 4 * k, (uint32_t)r->hist[k]);
+  struct exo_envelope env = {.type = EXO_GEN_MSG_PROMPT,
+                             .dst = {r->ranges[0].node, r->ranges[0].actor},
+                             .epoch = r->epoch, .request_id = r->wire};
+  void *vp = p;
+  int rc = exo_actor_send_buf(s->self, &env, &vp, len);
+  if (rc) /* the tick retries after step_timeout_ms */
+    OLOG(EXO_LOG_WARN, "PROMPT to node %u: %s", env.dst.node, strerror(-rc));
+}
+
+static void on_submit(struct origin_state *s, const struct exo_msg *msg)
+{
+  struct exo_req_submit sub;
+  int32_t *ids = NULL;
+  char err[256];
+  struct oreq tmp = {.client = msg->env.src, .client_req = msg->env.request_id};
+  int rc = exo_req_submit_decode(msg->payload, msg->env.payload_len, &sub, &ids, err,
+                                 sizeof err);
+  if (!rc && s->n_reqs >= s->max_requests) {
+    snprintf(err, sizeof err, "too many requests in flight at this node (max %u)",
+             s->max_requests);
+    rc = -EBUSY;
+  }
+  for (size_t i = 0; !rc && i < s->n_reqs; i++)
+    if (s->reqs[i]->client_req == tmp.client_req && s->reqs[i]->client.node == tmp.client.node &&
+        s->reqs[i]->client.actor == tmp.client.actor) {
+      snprintf(err, sizeof err, "request id %" PRIu64 " is already in flight", tmp.client_req);
+      rc = -EEXIST;
+    }
+  struct oreq *r = NULL;
+  struct oreq **grown = NULL;
+  if (!rc) {
+    r = calloc(1, sizeof *r);
+    grown = realloc(s->reqs, (s->n_reqs + 1) * sizeof *grown);
+    if (grown)
+      s->reqs = grown;
+    if (!r || !grown) {
+      snprintf(err, sizeof err, "out of memory");
+      rc = -ENOMEM;
     }
   }
-  free(buf);
-}
-
-static void start_gen(struct exo_actor *self, struct exo_origin *o)
-{
-  size_t len = EXO_GEN_PROMPT_HEAD + 4 * o->n_prompt;
-  uint8_t *p = calloc(1, len);
-  if (!p) {
-    job_finish(o, -ENOMEM);
-    return;
-  }
-  exo_gen_put_f32(p, o->sp.temperature);
-  exo_gen_put_u32(p + 4, (uint32_t)o->sp.top_k);
-  exo_gen_put_f32(p + 8, o->sp.top_p);
-  exo_gen_put_f32(p + 12, o->sp.min_p);
-  exo_gen_put_f32(p + 16, o->sp.repetition_penalty);
-  exo_gen_put_f32(p + 20, o->sp.presence_penalty);
-  exo_gen_put_f32(p + 24, o->sp.frequency_penalty);
-  exo_gen_put_u32(p + 28, o->max_tokens);
-  exo_gen_put_u64(p + 32, o->sp.seed);
-  exo_gen_put_u64(p + 40, o->sample_key);
-  exo_gen_put_u32(p + 48, (uint32_t)o->n_prompt);
-  exo_gen_put_u32(p + 52, o->self.node);
-  exo_gen_put_u32(p + 56, o->self.actor);
-  for (size_t i = 0; i < o->n_prompt; i++)
-    exo_gen_put_u32(p + EXO_GEN_PROMPT_HEAD + 4 * i, (uint32_t)o->prompt[i]);
-  struct exo_addr first = {o->ranges[0].node, o->ranges[0].actor};
-  o->last_ns = exo_gen_now_ns();
-  int rc = send_bytes(self, first, EXO_GEN_MSG_PROMPT, o->epoch, o->request, p, len);
-  free(p);
   if (rc) {
-    snprintf(o->err, sizeof o->err, "PROMPT to node %u: %s", first.node, strerror(-rc));
-    job_finish(o, rc);
-  }
-}
-
-static void on_ready(struct exo_origin *o, const struct exo_msg *msg)
-{
-  if (!o->active || o->kind != JOB_MAP || msg->env.epoch != o->epoch || o->done ||
-      msg->env.payload_len < 4)
+    free(ids);
+    free(r);
+    struct exo_req_event e = {.flags = EXO_REQ_EV_FINAL, .finish = EXO_REQ_FINISH_ERROR,
+                              .token = rc};
+    snprintf(e.msg, sizeof e.msg, "%s", err);
+    event_send(s, &tmp, &e);
     return;
-  const uint8_t *p = msg->payload;
-  int status = (int)exo_gen_get_u32(p);
-  if (status < 0 && !o->rc) {
-    size_t n = msg->env.payload_len - 4;
-    if (n > 400)
-      n = 400;
-    snprintf(o->err, sizeof o->err, "node %u: %.*s", msg->env.src.node, (int)n,
-             (const char *)p + 4);
-    o->rc = status;
   }
-  if (o->pending && --o->pending == 0)
-    job_finish(o, 0);
+  *r = tmp;
+  r->sp = sub.sp;
+  r->max_tokens = sub.max_tokens;
+  r->flags = sub.flags;
+  r->top_logprobs = sub.top_logprobs;
+  r->hist = ids;
+  r->n_hist = r->n_prompt = r->cap = sub.n_prompt;
+  r->submitted_ns = exo_gen_now_ns();
+  s->reqs[s->n_reqs++] = r;
+  issue(s, s->n_reqs - 1);
 }
 
-static void on_token(struct exo_actor *self, struct exo_origin *o, const struct exo_msg *msg)
+static size_t find_wire(struct origin_state *s, uint64_t wire)
+{
+  for (size_t i = 0; i < s->n_reqs; i++)
+    if (s->reqs[i]->wire == wire)
+      return i;
+  return SIZE_MAX;
+}
+
+static bool retryable(int code)
+{
+  return code == -EHOSTUNREACH || code == -EAGAIN || code == -ENOBUFS || code == -ESTALE;
+}
+
+static void on_token(struct origin_state *s, const struct exo_msg *msg)
 {
   uint64_t now = exo_gen_now_ns();
-  if (!o->active || o->kind != JOB_GEN || o->done || msg->env.epoch != o->epoch ||
-      msg->env.request_id != o->request || msg->env.payload_len != EXO_GEN_TOKEN_SIZE)
+  size_t i = find_wire(s, msg->env.request_id);
+  size_t len = msg->env.payload_len;
+  if (i == SIZE_MAX || len < EXO_GEN_TOKEN_SIZE)
+    return; /* an attempt given up on, or someone else's */
+  struct oreq *r = s->reqs[i];
+  if (msg->env.epoch != r->epoch)
     return;
   const uint8_t *p = msg->payload;
   uint32_t flags = exo_gen_get_u32(p + 4);
+  int32_t token = (int32_t)exo_gen_get_u32(p);
   if (flags & EXO_GEN_TOKEN_ERROR) {
-    int code = (int)exo_gen_get_u32(p);
-    snprintf(o->err, sizeof o->err, "request failed on node %u: %s", msg->env.src.node,
-             strerror(code < 0 ? -code : EIO));
-    job_finish(o, -EIO);
-    return;
-  }
-  uint64_t pos = exo_gen_get_u64(p + 8), want = o->n_prompt + o->res.n_ids;
-  if (pos < want)
-    return; /* duplicate */
-  if (pos > want || o->res.n_ids >= o->max_tokens) {
-    snprintf(o->err, sizeof o->err, "TOKEN for position %" PRIu64 " while expecting %" PRIu64
-             " (a message was lost)", pos, want);
-    job_finish(o, -EIO);
-    return;
-  }
-  int32_t id = (int32_t)exo_gen_get_u32(p);
-  struct exo_origin_step *st = &o->res.steps[o->res.n_ids];
-  st->step_ns = now - o->last_ns;
-  st->to_origin_ns = now - exo_gen_get_u64(p + 16);
-  st->n_stages = exo_gen_get_u32(p + 24);
-  if (st->n_stages > EXO_GEN_MAX_STAGES)
-    st->n_stages = EXO_GEN_MAX_STAGES;
-  exo_gen_get_stages(p + EXO_GEN_TOKEN_HEAD, st->stages, st->n_stages);
-  o->last_ns = now;
-  o->res.ids[o->res.n_ids++] = id;
-  if (o->on_token)
-    o->on_token(o->arg, id);
-  if (flags & EXO_GEN_TOKEN_FINAL) {
-    for (size_t i = 0; i < o->n_ranges; i++) {
-      struct exo_addr dst = {o->ranges[i].node, o->ranges[i].actor};
-      uint8_t reason[4] = {0}; /* 0: finished; nanomsg frames need a payload byte */
-      (void)send_bytes(self, dst, EXO_GEN_MSG_CANCEL, o->epoch, o->request, reason, 4);
+    char t[160];
+    snprintf(t, sizeof t, "node %u failed the request: %s", msg->env.src.node,
+             strerror(token < 0 ? -token : EIO));
+    if (retryable(token)) {
+      OLOG(EXO_LOG_INFO, "%s; re-issuing", t);
+      issue(s, i);
+    } else {
+      finish(s, i, EXO_REQ_FINISH_ERROR, token < 0 ? token : -EIO, t);
     }
-    job_finish(o, 0);
+    return;
   }
+  uint64_t pos = exo_gen_get_u64(p + 8);
+  if (pos < r->n_hist)
+    return; /* a duplicate */
+  if (pos > r->n_hist || token < 0) {
+    OLOG(EXO_LOG_INFO, "request %" PRIu64 ": TOKEN for position %" PRIu64 " while expecting %zu "
+         "(a message was lost): re-issuing", r->client_req, pos, r->n_hist);
+    issue(s, i);
+    return;
+  }
+  if (r->n_hist == r->cap) {
+    size_t cap = r->cap * 2 + 16;
+    int32_t *h = realloc(r->hist, cap * sizeof *h);
+    if (!h) {
+      finish(s, i, EXO_REQ_FINISH_ERROR, -ENOMEM, "out of memory");
+      return;
+    }
+    r->hist = h;
+    r->cap = cap;
+  }
+  struct exo_req_event e = {.token = token, .flags = EXO_REQ_EV_TOKEN,
+                            .index = (uint32_t)(r->n_hist - r->n_prompt)};
+  e.step_ns = now - r->last_ns;
+  e.to_origin_ns = now - exo_gen_get_u64(p + 16);
+  if (r->flags & EXO_REQ_F_STATS) {
+    e.n_stages = exo_gen_get_u32(p + 24);
+    if (e.n_stages > EXO_GEN_MAX_STAGES)
+      e.n_stages = EXO_GEN_MAX_STAGES;
+    exo_gen_get_stages(p + EXO_GEN_TOKEN_HEAD, e.stages, e.n_stages);
+  }
+  if ((flags & EXO_GEN_TOKEN_LOGPROBS) && len >= EXO_GEN_TOKEN_SIZE + 8) {
+    const uint8_t *q = p + EXO_GEN_TOKEN_SIZE;
+    e.logprob = exo_gen_get_f32(q);
+    uint32_t n_top = exo_gen_get_u32(q + 4);
+    if (n_top <= EXO_REQ_MAX_TOP_LOGPROBS && len == EXO_GEN_TOKEN_SIZE + 8 + 8ull * n_top) {
+      e.n_top = n_top;
+      for (uint32_t k = 0; k < n_top; k++) {
+        e.top[k].id = (int32_t)exo_gen_get_u32(q + 8 + 8 * k);
+        e.top[k].logprob = exo_gen_get_f32(q + 12 + 8 * k);
+      }
+    }
+  }
+  r->hist[r->n_hist++] = token;
+  r->last_ns = now;
+  if (flags & EXO_GEN_TOKEN_FINAL) {
+    e.flags |= EXO_REQ_EV_FINAL;
+    e.finish = (flags & EXO_GEN_TOKEN_EOS) ? EXO_REQ_FINISH_STOP : EXO_REQ_FINISH_LENGTH;
+    event_send(s, r, &e);
+    cancel_stages(s, r);
+    s->completed++;
+    oreq_free(r);
+    s->reqs[i] = s->reqs[--s->n_reqs];
+    return;
+  }
+  event_send(s, r, &e);
+}
+
+static void on_cancel(struct origin_state *s, const struct exo_msg *msg)
+{
+  for (size_t i = 0; i < s->n_reqs; i++) {
+    struct oreq *r = s->reqs[i];
+    if (r->client_req == msg->env.request_id && r->client.node == msg->env.src.node &&
+        r->client.actor == msg->env.src.actor) {
+      finish(s, i, EXO_REQ_FINISH_CANCELLED, 0, "cancelled by the client");
+      return;
+    }
+  }
+}
+
+static void tick(struct origin_state *s)
+{
+  uint64_t now = exo_gen_now_ns();
+  struct exo_live_map m;
+  uint64_t live = exo_cluster_copy_live_map(s->cluster, &m) == 0 ? m.epoch : 0;
+  for (size_t i = 0; i < s->n_reqs;) {
+    struct oreq *r = s->reqs[i];
+    size_t before = s->n_reqs;
+    if (r->epoch == 0 && now - r->last_ns > (uint64_t)s->map_wait_ms * 1000000ull) {
+      char t[128];
+      snprintf(t, sizeof t, "no live partition map within %u ms (too few nodes, or none "
+               "can load the model)", s->map_wait_ms);
+      finish(s, i, EXO_REQ_FINISH_ERROR, -ETIMEDOUT, t);
+    } else if (live && r->epoch != live) {
+      issue(s, i); /* the map changed (or one arrived): resume from the history */
+    } else if (r->epoch && now - r->last_ns > (uint64_t)s->step_timeout_ms * 1000000ull) {
+      OLOG(EXO_LOG_INFO, "request %" PRIu64 ": no token for %u ms: re-issuing", r->client_req,
+           s->step_timeout_ms);
+      issue(s, i);
+    }
+    if (s->n_reqs == before)
+      i++;
+  }
+}
+
+static int origin_init(struct exo_actor *self, void *state, const struct exo_config *cfg,
+                       const struct exo_actor_config *opts, char *err, size_t errlen)
+{
+  struct origin_state *s = state;
+  s->self = self;
+  s->next_wire = 1;
+  if (!(s->cluster = exo_cluster_of(exo_actor_node(self)))) {
+    exo_errf(err, errlen, "no cluster state (out of memory, or the node's context is taken)");
+    return -ENOMEM;
+  }
+  uint64_t max_requests = 256, step = 5000, wait = 30000, attempts = 8;
+  if (cfg && opts) {
+    static const char *const allowed[] = {"max_requests", "step_timeout_ms", "map_wait_ms",
+                                          "max_attempts", NULL};
+    int rc = exo_config_check_options(cfg, opts, allowed, err, errlen);
+    if (!rc)
+      rc = exo_config_option_u64(cfg, opts, "max_requests", max_requests, 1, 65536,
+                                 &max_requests, err, errlen);
+    if (!rc)
+      rc = exo_config_option_u64(cfg, opts, "step_timeout_ms", step, 10, 3600000, &step, err,
+                                 errlen);
+    if (!rc)
+      rc = exo_config_option_u64(cfg, opts, "map_wait_ms", wait, 10, 3600000, &wait, err,
+                                 errlen);
+    if (!rc)
+      rc = exo_config_option_u64(cfg, opts, "max_attempts", attempts, 1, 1000, &attempts, err,
+                                 errlen);
+    if (rc)
+      return rc;
+  }
+  s->max_requests = (uint32_t)max_requests;
+  s->step_timeout_ms = (uint32_t)step;
+  s->map_wait_ms = (uint32_t)wait;
+  s->max_attempts = (uint32_t)attempts;
+  return exo_actor_timer_start(self, TICK_TIMER, TICK_MS, true);
 }
 
 static int origin_message(struct exo_actor *self, void *state, const struct exo_msg *msg)
 {
+  (void)self;
   struct origin_state *s = state;
-  if (msg->env.type == EXO_ORIGIN_MSG_SUBMIT) {
-    if (msg->env.src.node != exo_actor_addr(self).node ||
-        msg->env.payload_len != sizeof(struct exo_origin *))
-      return 0; /* never from the network */
-    memcpy(&s->o, msg->payload, sizeof s->o);
-    struct exo_origin *o = s->o;
-    pthread_mutex_lock(&o->mu);
-    if (o->active && !o->done) {
-      if (o->kind == JOB_MAP)
-        start_map(self, o);
-      else if (o->kind == JOB_GEN)
-        start_gen(self, o);
-    }
-    pthread_mutex_unlock(&o->mu);
-    return 0;
+  switch (msg->env.type) {
+  case EXO_REQ_MSG_SUBMIT:
+    on_submit(s, msg);
+    break;
+  case EXO_REQ_MSG_CANCEL:
+    on_cancel(s, msg);
+    break;
+  case EXO_GEN_MSG_TOKEN:
+    on_token(s, msg);
+    break;
+  case EXO_CTL_MSG_MAP_LIVE:
+    tick(s);
+    break;
+  default:
+    break;
   }
-  struct exo_origin *o = s->o;
-  if (!o)
-    return 0;
-  pthread_mutex_lock(&o->mu);
-  if (msg->env.type == EXO_GEN_MSG_READY)
-    on_ready(o, msg);
-  else if (msg->env.type == EXO_GEN_MSG_TOKEN)
-    on_token(self, o, msg);
-  pthread_mutex_unlock(&o->mu);
   return 0;
+}
+
+static int origin_timer(struct exo_actor *self, void *state, uint32_t id)
+{
+  (void)self;
+  if (id == TICK_TIMER)
+    tick(state);
+  return 0;
+}
+
+static void origin_stop(struct exo_actor *self, void *state)
+{
+  (void)self;
+  struct origin_state *s = state;
+  while (s->n_reqs)
+    finish(s, s->n_reqs - 1, EXO_REQ_FINISH_ERROR, -ECANCELED, "the node is stopping");
+  free(s->reqs);
+  s->reqs = NULL;
 }
 
 const struct exo_actor_kind exo_origin_kind = {
   .name = "origin",
   .state_size = sizeof(struct origin_state),
+  .init = origin_init,
   .message = origin_message,
+  .timer = origin_timer,
+  .stop = origin_stop,
 };
-
-int exo_origin_new(uint32_t node_id, const char *listen, struct exo_origin **out, char *err,
-                   size_t errlen)
-{
-  struct exo_origin *o = calloc(1, sizeof *o);
-  if (!o)
-    return -ENOMEM;
-  pthread_mutex_init(&o->mu, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&o->cv, &ca);
-  pthread_condattr_destroy(&ca);
-  o->next_request = 1;
-  struct exo_node_opts opts = {.node_id = node_id, .listen = listen, .loops = 1,
-                               .supervision = {.intensity = 0, .period_ms = 1000}};
-  struct exo_actor *a;
-  int rc = exo_node_new_opts(&opts, &o->node, err, errlen);
-  if (rc)
-    goto fail;
-  if ((rc = exo_node_spawn(o->node, EXO_ORIGIN_ACTOR_NAME, &exo_origin_kind, 0, NULL, &a, err,
-                           errlen)))
-    goto fail;
-  o->self = exo_actor_addr(a);
-  if ((rc = exo_node_start(o->node, err, errlen)))
-    goto fail;
-  *out = o;
-  return 0;
-fail:
-  exo_origin_free(o);
-  return rc;
-}
-
-void exo_origin_free(struct exo_origin *o)
-{
-  if (!o)
-    return;
-  exo_node_free(o->node);
-  pthread_cond_destroy(&o->cv);
-  pthread_mutex_destroy(&o->mu);
-  exo_origin_result_fini(&o->res);
-  free(o);
-}
-
-int exo_origin_add_peer(struct exo_origin *o, const char *addr)
-{
-  return exo_node_add_peer(o->node, addr);
-}
-
-int exo_origin_has_peer(struct exo_origin *o, uint32_t node_id)
-{
-  return exo_node_has_peer(o->node, node_id);
-}
-
-/* Hands the prepared job (under mu, active) to the actor and waits; returns its rc. */
-static int run_job(struct exo_origin *o, int timeout_ms, char *err, size_t errlen)
-{
-  struct exo_origin *ptr = o;
-  int rc = exo_node_send(o->node, o->self, EXO_ORIGIN_MSG_SUBMIT, &ptr, sizeof ptr);
-  if (rc) {
-    pthread_mutex_lock(&o->mu);
-    o->active = false;
-    pthread_mutex_unlock(&o->mu);
-    snprintf(err, errlen, "cannot reach the origin actor: %s", strerror(-rc));
-    return rc;
-  }
-  struct timespec dl;
-  clock_gettime(CLOCK_MONOTONIC, &dl);
-  dl.tv_sec += timeout_ms / 1000;
-  dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  if (dl.tv_nsec >= 1000000000L) {
-    dl.tv_sec++;
-    dl.tv_nsec -= 1000000000L;
-  }
-  pthread_mutex_lock(&o->mu);
-  while (!o->done) {
-    if (pthread_cond_timedwait(&o->cv, &o->mu, &dl) == ETIMEDOUT && !o->done) {
-      o->rc = -ETIMEDOUT;
-      snprintf(o->err, sizeof o->err, "no answer within %d ms", timeout_ms);
-      break;
-    }
-  }
-  o->active = false;
-  rc = o->rc;
-  if (rc)
-    snprintf(err, errlen, "%s", o->err);
-  pthread_mutex_unlock(&o->mu);
-  return rc;
-}
-
-int exo_origin_set_map(struct exo_origin *o, const char *model_dir,
-                       const struct exo_gen_range *ranges, size_t n,
-                       const struct exo_gen_range *extra, size_t n_extra, int timeout_ms,
-                       char *err, size_t errlen)
-{
-  if (n < 1 || n > EXO_GEN_MAX_RANGES || n_extra > EXO_GEN_MAX_RANGES ||
-      (model_dir && strlen(model_dir) > EXO_GEN_MAX_PATH)) {
-    snprintf(err, errlen, "set_map: %zu ranges (1..%u) or model path too long", n,
-             EXO_GEN_MAX_RANGES);
-    return -EINVAL;
-  }
-  pthread_mutex_lock(&o->mu);
-  o->kind = JOB_MAP;
-  o->active = true;
-  o->done = false;
-  o->rc = 0;
-  o->err[0] = '\0';
-  o->epoch++;
-  memcpy(o->ranges, ranges, n * sizeof *ranges);
-  o->n_ranges = n;
-  memcpy(o->targets, ranges, n * sizeof *ranges);
-  if (n_extra) /* extra may be NULL when there is none: memcpy's arguments must not be */
-    memcpy(o->targets + n, extra, n_extra * sizeof *extra);
-  o->n_targets = n + n_extra;
-  snprintf(o->model_dir, sizeof o->model_dir, "%s", model_dir ? model_dir : "");
-  pthread_mutex_unlock(&o->mu);
-  return run_job(o, timeout_ms, err, errlen);
-}
-
-int exo_origin_generate(struct exo_origin *o, const int32_t *prompt, size_t n_prompt,
-                        const struct exo_sample_params *sp, uint32_t max_tokens,
-                        uint64_t sample_key, void (*on_token_fn)(void *arg, int32_t id),
-                        void *arg, int timeout_ms, struct exo_origin_result *res, char *err,
-                        size_t errlen)
-{
-  memset(res, 0, sizeof *res);
-  if (n_prompt < 1 || n_prompt > 1000000 || max_tokens < 1 || max_tokens > 1000000 ||
-      o->n_ranges == 0) {
-    snprintf(err, errlen, "generate: empty prompt, bad max_tokens or no map published");
-    return -EINVAL;
-  }
-  int32_t *ids = calloc(max_tokens, sizeof *ids);
-  struct exo_origin_step *steps = calloc(max_tokens, sizeof *steps);
-  if (!ids || !steps) {
-    free(ids);
-    free(steps);
-    return -ENOMEM;
-  }
-  pthread_mutex_lock(&o->mu);
-  exo_origin_result_fini(&o->res);
-  o->res.ids = ids;
-  o->res.steps = steps;
-  o->kind = JOB_GEN;
-  o->active = true;
-  o->done = false;
-  o->rc = 0;
-  o->err[0] = '\0';
-  o->request = o->next_request++;
-  o->prompt = prompt;
-  o->n_prompt = n_prompt;
-  o->sp = *sp;
-  o->max_tokens = max_tokens;
-  o->sample_key = sample_key;
-  o->on_token = on_token_fn;
-  o->arg = arg;
-  pthread_mutex_unlock(&o->mu);
-  int rc = run_job(o, timeout_ms, err, errlen);
-  pthread_mutex_lock(&o->mu);
-  *res = o->res;
-  memset(&o->res, 0, sizeof o->res);
-  o->prompt = NULL;
-  pthread_mutex_unlock(&o->mu);
-  if (rc)
-    exo_origin_result_fini(res);
-  return rc;
-}

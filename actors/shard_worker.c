@@ -14,6 +14,7 @@
  * The sampler is co-located in the last stage rather than a separate actor: the logits
  * (vocab floats) would otherwise be copied through a mailbox every step for nothing. */
 #include <errno.h>
+#include <math.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -104,6 +105,7 @@ struct shard_req {
   struct exo_sample_params sp;
   uint64_t sample_key;
   uint32_t max_tokens, n_new;
+  uint32_t flags, top_logprobs; /* EXO_GEN_PROMPT_F_*; last stage only */
   size_t n_prompt, n_hist, cap;
   int32_t *hist; /* last stage only: prompt + generated */
 };
@@ -125,6 +127,8 @@ struct shard_state {
   size_t out_cap; /* floats */
   float *in;      /* aligned copy of a HIDDEN payload */
   size_t in_cap;
+  float *raw;     /* logits before sampling touched them (logprobs) */
+  size_t raw_cap;
   uint64_t dropped; /* stale epoch, unknown request, malformed */
   bool ready_pending;        /* READY waits for routes (see try_ready) */
   struct exo_addr ready_to;  /* the MAP's sender */
@@ -213,24 +217,26 @@ static void shard_stop(struct exo_actor *self, void *state)
   unload(s);
   free(s->out);
   free(s->in);
-  s->out = s->in = NULL;
+  free(s->raw);
+  s->out = s->in = s->raw = NULL;
 }
 
 static void send_ready_to(struct exo_actor *self, struct exo_addr dst, uint64_t epoch,
                           int status, const char *text)
 {
-  uint8_t buf[4 + 400];
   size_t n = strlen(text);
   if (n > 400)
     n = 400;
-  exo_gen_put_u32(buf, (uint32_t)status);
-  memcpy(buf + 4, text, n);
   struct exo_envelope env = {.type = EXO_GEN_MSG_READY, .dst = dst, .epoch = epoch};
-  void *p = exo_msg_alloc(4 + n);
+  uint8_t *p = exo_msg_alloc(EXO_GEN_READY_HEAD + n);
   if (!p)
     return;
-  memcpy(p, buf, 4 + n);
-  int rc = exo_actor_send_buf(self, &env, &p, 4 + n);
+  exo_gen_put_u32(p, (uint32_t)status);
+  exo_gen_put_u32(p + 4, 0);
+  exo_gen_put_u64(p + 8, epoch);
+  memcpy(p + EXO_GEN_READY_HEAD, text, n);
+  void *vp = p;
+  int rc = exo_actor_send_buf(self, &env, &vp, EXO_GEN_READY_HEAD + n);
   if (rc)
     SLOG(EXO_LOG_WARN, "READY to node %u: %s", dst.node, strerror(-rc));
 }
@@ -305,6 +311,18 @@ static int on_map(struct exo_actor *self, struct shard_state *s, const struct ex
     snprintf(err, sizeof err, "MAP: %u ranges, path of %u bytes do not fit a payload of %zu",
              n, path_len, len);
     send_ready(self, msg, -EPROTO, err);
+    return 0;
+  }
+  if (s->epoch && msg->env.epoch == s->epoch && msg->env.src.node == s->ready_to.node &&
+      msg->env.src.actor == s->ready_to.actor) {
+    if (!s->ready_pending) /* a resent MAP (its READY was lost): answer again */
+      try_ready(self, s);
+    return 0;
+  }
+  if (msg->env.epoch <= s->epoch) {
+    snprintf(err, sizeof err, "MAP epoch %" PRIu64 " is not newer than this shard's %" PRIu64,
+             msg->env.epoch, s->epoch);
+    send_ready_to(self, msg->env.src, s->epoch, -ESTALE, err);
     return 0;
   }
   unload(s);
@@ -419,6 +437,45 @@ static void send_error(struct exo_actor *self, struct shard_state *s, struct exo
   (void)exo_actor_send_buf(self, &env, &p, sizeof buf);
 }
 
+/* Writes the logprob trailer of a TOKEN (see shard_worker.h) for token id from the raw
+ * logits[V]: log-softmax, computed in double so a 150k vocabulary sums stably. Returns
+ * its length. */
+static size_t put_logprobs(uint8_t *p, const float *logits, int V, int32_t id, uint32_t n_top)
+{
+  float mx = logits[0];
+  for (int i = 1; i < V; i++)
+    if (logits[i] > mx)
+      mx = logits[i];
+  double sum = 0;
+  for (int i = 0; i < V; i++)
+    sum += exp((double)logits[i] - mx);
+  double lse = mx + log(sum);
+  exo_gen_put_f32(p, (float)(logits[id] - lse));
+  if (n_top > 20)
+    n_top = 20;
+  if (n_top > (uint32_t)V)
+    n_top = (uint32_t)V;
+  /* top n by insertion into a small sorted list: n <= 20, one pass over V */
+  int32_t ids[20];
+  uint32_t n = 0;
+  for (int i = 0; i < V && n_top; i++) {
+    if (n == n_top && logits[i] <= logits[ids[n - 1]])
+      continue;
+    uint32_t j = n < n_top ? n++ : n - 1;
+    while (j > 0 && logits[ids[j - 1]] < logits[i]) {
+      ids[j] = ids[j - 1];
+      j--;
+    }
+    ids[j] = i;
+  }
+  exo_gen_put_u32(p + 4, n);
+  for (uint32_t k = 0; k < n; k++) {
+    exo_gen_put_u32(p + 8 + 8 * k, (uint32_t)ids[k]);
+    exo_gen_put_f32(p + 12 + 8 * k, (float)(logits[ids[k]] - lse));
+  }
+  return 8 + 8 * (size_t)n;
+}
+
 /* Runs this shard's layers on n rows at pos (tokens when first, else hidden) and passes
  * the result on. stages[0..n_stages) are the timings so far, this stage's transfer_in
  * already filled at stages[n_stages - 1]. */
@@ -478,6 +535,10 @@ static int run_step(struct exo_actor *self, struct shard_state *s, struct shard_
     r->hist = h;
     r->cap = cap;
   }
+  if ((r->flags & EXO_GEN_PROMPT_F_LOGPROBS) && grow(&s->raw, &s->raw_cap, (size_t)V))
+    return -ENOMEM;
+  if (r->flags & EXO_GEN_PROMPT_F_LOGPROBS)
+    memcpy(s->raw, s->out, (size_t)V * sizeof(float));
   int32_t id;
   rc = exo_sampler_sample(s->sampler, &r->sp, s->out, r->hist, r->n_hist, r->n_prompt,
                           r->sample_key, (int64_t)r->n_hist, &id);
@@ -486,7 +547,6 @@ static int run_step(struct exo_actor *self, struct shard_state *s, struct shard_
     req_free(r);
     return 0;
   }
-  (void)V;
   uint64_t position = r->n_hist;
   r->hist[r->n_hist++] = id;
   r->n_new++;
@@ -495,10 +555,16 @@ static int run_step(struct exo_actor *self, struct shard_state *s, struct shard_
     eos |= s->m->cfg.eos_token_ids[i] == id;
   int max_pos = s->m->cfg.max_position_embeddings > 0 ? s->m->cfg.max_position_embeddings : 4096;
   bool final = eos || r->n_new >= r->max_tokens || r->n_hist >= (size_t)max_pos;
+  uint8_t buf[EXO_GEN_TOKEN_MAX_SIZE] = {0};
+  size_t blen = EXO_GEN_TOKEN_SIZE;
+  uint32_t flags = (final ? EXO_GEN_TOKEN_FINAL : 0) | (final && eos ? EXO_GEN_TOKEN_EOS : 0);
+  if (r->flags & EXO_GEN_PROMPT_F_LOGPROBS) {
+    flags |= EXO_GEN_TOKEN_LOGPROBS;
+    blen += put_logprobs(buf + EXO_GEN_TOKEN_SIZE, s->raw, V, id, r->top_logprobs);
+  }
   me->compute_ns = exo_gen_now_ns() - t0;
-  uint8_t buf[EXO_GEN_TOKEN_SIZE] = {0};
   exo_gen_put_u32(buf, (uint32_t)id);
-  exo_gen_put_u32(buf + 4, final ? EXO_GEN_TOKEN_FINAL : 0);
+  exo_gen_put_u32(buf + 4, flags);
   exo_gen_put_u64(buf + 8, position);
   exo_gen_put_u32(buf + 24, n_stages);
   exo_gen_put_stages(buf + EXO_GEN_TOKEN_HEAD, stages, n_stages);
@@ -514,11 +580,12 @@ static int run_step(struct exo_actor *self, struct shard_state *s, struct shard_
     exo_gen_put_u64(buf + 16, exo_gen_now_ns());
     struct exo_envelope env = {.type = EXO_GEN_MSG_TOKEN, .dst = dsts[i], .epoch = s->epoch,
                                .request_id = req_id, .seq = position};
-    void *p = exo_msg_alloc(sizeof buf);
+    size_t n = i == 0 ? EXO_GEN_TOKEN_SIZE : blen; /* the next step needs no logprobs */
+    void *p = exo_msg_alloc(n);
     if (!p)
       return -ENOMEM;
-    memcpy(p, buf, sizeof buf);
-    rc = exo_actor_send_buf(self, &env, &p, sizeof buf);
+    memcpy(p, buf, n);
+    rc = exo_actor_send_buf(self, &env, &p, n);
     if (rc)
       SLOG(EXO_LOG_WARN, "TOKEN to node %u: %s", dsts[i].node, strerror(-rc));
   }
@@ -558,12 +625,18 @@ static int on_prompt(struct exo_actor *self, struct shard_state *s, const struct
   r->max_tokens = exo_gen_get_u32(p + 28);
   sp->seed = exo_gen_get_u64(p + 32);
   r->sample_key = exo_gen_get_u64(p + 40);
-  r->n_prompt = n;
+  uint32_t n_done = exo_gen_get_u32(p + 60);
+  r->flags = exo_gen_get_u32(p + 64);
+  r->top_logprobs = exo_gen_get_u32(p + 68);
+  r->n_prompt = n - (n_done < n ? n_done : 0);
+  r->n_new = n_done;
   char err[200];
   int max_pos = s->m->cfg.max_position_embeddings > 0 ? s->m->cfg.max_position_embeddings : 4096;
-  if (exo_sample_params_check(sp, err, sizeof err) || r->max_tokens < 1 || n >= (uint32_t)max_pos) {
-    SLOG(EXO_LOG_WARN, "PROMPT %" PRIu64 " refused (bad sampling params, "
-            "max_tokens or length %u)", req_id, n);
+  if (exo_sample_params_check(sp, err, sizeof err) || r->max_tokens < 1 ||
+      n >= (uint32_t)max_pos || n_done >= n || n_done >= r->max_tokens || r->top_logprobs > 20 ||
+      (r->flags & ~EXO_GEN_PROMPT_F_LOGPROBS)) {
+    SLOG(EXO_LOG_WARN, "PROMPT %" PRIu64 " refused (bad sampling params, max_tokens, "
+            "n_done, logprobs or length %u)", req_id, n);
     send_error(self, s, origin, req_id, -EINVAL);
     req_free(r);
     return 0;

@@ -14,7 +14,7 @@
 
 /* Message types (application range). */
 #define EXO_GEN_MSG_MAP 512u    /* origin -> every shard: epoch, ranges, model dir */
-#define EXO_GEN_MSG_READY 513u  /* shard -> MAP's sender: i32 status + text */
+#define EXO_GEN_MSG_READY 513u  /* shard -> MAP's sender: i32 status, u32 0, u64 epoch, text */
 #define EXO_GEN_MSG_PROMPT 514u /* origin -> first shard -> ... -> last shard */
 #define EXO_GEN_MSG_HIDDEN 515u /* shard -> next shard: rows of hidden state */
 #define EXO_GEN_MSG_TOKEN 516u  /* last shard -> origin and first shard */
@@ -45,22 +45,36 @@ struct exo_gen_stage {
 #define EXO_GEN_STAGE_WIRE 24u
 #define EXO_GEN_STAGES_WIRE (EXO_GEN_MAX_STAGES * EXO_GEN_STAGE_WIRE)
 
+/* READY: the shard's epoch after the MAP (its own, newer one when it refused a stale MAP
+ * with -ESTALE, so a new coordinator can outbid it). */
+#define EXO_GEN_READY_HEAD 16u
+
 /* PROMPT payload (EXO_GEN_PROMPT_HEAD bytes, then n_prompt x i32 token ids):
  *   0 f32 temperature  4 i32 top_k  8 f32 top_p  12 f32 min_p  16 f32 repetition
  *  20 f32 presence  24 f32 frequency  28 u32 max_tokens  32 u64 seed  40 u64 sample_key
- *  48 u32 n_prompt  52 u32 origin node  56 u32 origin actor  60 u32 reserved (0)
+ *  48 u32 n_prompt  52 u32 origin node  56 u32 origin actor  60 u32 n_done
+ *  64 u32 flags (EXO_GEN_PROMPT_F_*)  68 u32 top_logprobs (0..20)
  * sample_key is the request id the sampler's RNG is keyed by (the origin chooses it,
- * so a re-issued request draws the same tokens). */
-#define EXO_GEN_PROMPT_HEAD 64u
+ * so a re-issued request draws the same tokens). n_done: how many of the ids are tokens
+ * this request already generated (a re-issue sends prompt + generated as its history; the
+ * penalties and max_tokens count from the original prompt, so the tokens are the same). */
+#define EXO_GEN_PROMPT_HEAD 72u
+#define EXO_GEN_PROMPT_F_LOGPROBS 1u
 /* HIDDEN payload: u32 position, u32 rows, u32 hidden, u32 n_stages, stages, u64 sent_ns,
  * then rows x hidden f32 (starts 16-byte aligned within the frame). */
 #define EXO_GEN_HIDDEN_HEAD (16u + EXO_GEN_STAGES_WIRE + 8u)
 /* TOKEN payload: i32 token, u32 flags, u64 position, u64 sent_ns, u32 n_stages, u32 0,
- * stages. position = index of the token in the request's history. */
+ * stages (EXO_GEN_STAGES_WIRE bytes), then with EXO_GEN_TOKEN_LOGPROBS: f32 logprob of the
+ * token, u32 n_top, n_top x (i32 id, f32 logprob). position = index of the token in the
+ * request's history. Logprobs are of the model's distribution (log-softmax of the raw
+ * logits, before penalties and temperature), as OpenAI reports them. */
 #define EXO_GEN_TOKEN_HEAD 32u
 #define EXO_GEN_TOKEN_SIZE (EXO_GEN_TOKEN_HEAD + EXO_GEN_STAGES_WIRE)
-#define EXO_GEN_TOKEN_FINAL 1u /* last token of the request (max tokens, EOS, context) */
-#define EXO_GEN_TOKEN_ERROR 2u /* the step failed on a shard; token is -errno */
+#define EXO_GEN_TOKEN_MAX_SIZE (EXO_GEN_TOKEN_SIZE + 8u + 8u * 20u)
+#define EXO_GEN_TOKEN_FINAL 1u    /* last token of the request */
+#define EXO_GEN_TOKEN_ERROR 2u    /* the step failed on a shard; token is -errno */
+#define EXO_GEN_TOKEN_EOS 4u      /* with FINAL: the token is an EOS id */
+#define EXO_GEN_TOKEN_LOGPROBS 8u /* the logprob trailer follows the stages */
 
 /* little-endian field access shared by shard_worker.c and origin.c */
 void exo_gen_put_u32(uint8_t *p, uint32_t v);

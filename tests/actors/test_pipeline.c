@@ -1,8 +1,10 @@
 /* tests/actors/test_pipeline.c: pipelined generation across real `exo-actors run` node
- * processes on loopback. Four node processes start once; every partition of each
- * fixture's layers over 1..4 of them (re-published by MAP, no restart) must give the
- * fixture's greedy ids and the in-process single-node ids; seeded sampling at
- * temperature 0.8 must give the same ids on 1 and 3 nodes as in-process. */
+ * processes on loopback. Per fixture, four node processes start once (discovery by static
+ * peers, health, partitioner, origin, shard each); every partition of the layers over 1..4
+ * of them (forced through the coordinator with SET_PARTITION, no restart) must give the
+ * fixture's greedy ids and the in-process single-node ids, whichever node's origin takes
+ * the request; seeded sampling at temperature 0.8 must give the same ids on 1 and 3 nodes
+ * as in-process; a node with no model anywhere serves models/demo. */
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
@@ -12,7 +14,7 @@
 #include <time.h>
 
 #include "actors/local_cluster.h"
-#include "actors/origin.h"
+#include "actors/client.h"
 #include "tensor/forward.h"
 #include "tensor/model.h"
 #include "tensor/sample.h"
@@ -20,10 +22,10 @@
 
 #define N_NODES 4
 #define FIRST_ID 11u
-#define ORIGIN_ID 100u
 
 static struct exo_local_cluster *cluster;
-static struct exo_origin *origin;
+static struct exo_client *client;
+static uint32_t node_ids[N_NODES];
 
 struct fixture {
   char dir[PATH_MAX];
@@ -116,66 +118,65 @@ static double now_s(void)
   return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static int start_cluster(void)
+static void stop_cluster(void)
 {
-  char err[512], exe[PATH_MAX], listen[64];
+  exo_client_free(client);
+  exo_local_cluster_free(cluster);
+  client = NULL;
+  cluster = NULL;
+}
+
+/* n nodes serving model (NULL: none configured), connected to by the client. */
+static int start_cluster(const char *model, int n)
+{
+  char err[512], exe[PATH_MAX];
   const char *build = getenv("EXO_BUILD_ROOT");
   if (!build)
     return -1;
   snprintf(exe, sizeof exe, "%s/actors/exo-actors", build);
-  int port;
-  if (exo_local_cluster_pick_port(&port))
-    return -1;
-  snprintf(listen, sizeof listen, "tcp://127.0.0.1:%d", port);
-  if (exo_origin_new(ORIGIN_ID, listen, &origin, err, sizeof err)) {
-    fprintf(stderr, "origin: %s\n", err);
+  if (exo_client_new(NULL, &client, err, sizeof err)) {
+    fprintf(stderr, "client: %s\n", err);
     return -1;
   }
-  struct exo_local_cluster_opts o = {.exe = exe, .n_nodes = N_NODES, .first_id = FIRST_ID};
+  struct exo_local_cluster_opts o = {.exe = exe, .n_nodes = n, .first_id = FIRST_ID,
+                                     .model = model, .strategy = "even"};
   if (exo_local_cluster_start(&o, &cluster, err, sizeof err)) {
     fprintf(stderr, "cluster: %s\n", err);
     return -1;
   }
-  for (int i = 0; i < N_NODES; i++)
-    if (exo_origin_add_peer(origin, exo_local_cluster_addr(cluster, i)))
-      return -1;
   double t0 = now_s();
-  for (;;) {
-    if (exo_local_cluster_check(cluster, err, sizeof err)) {
-      fprintf(stderr, "cluster: %s\n", err);
-      return -1;
+  for (int i = 0; i < n; i++) {
+    while (exo_client_connect(client, exo_local_cluster_addr(cluster, i), 100, &node_ids[i], err,
+                              sizeof err)) {
+      if (exo_local_cluster_check(cluster, err, sizeof err) || now_s() - t0 > 20) {
+        fprintf(stderr, "cluster: %s\n", err);
+        return -1;
+      }
     }
-    int ready = 0;
-    for (int i = 0; i < N_NODES; i++)
-      ready += exo_origin_has_peer(origin, exo_local_cluster_node_id(cluster, i));
-    if (ready == N_NODES)
-      break;
-    if (now_s() - t0 > 20) {
-      fprintf(stderr, "cluster: nodes not reachable within 20 s\n");
-      return -1;
-    }
-    struct timespec nap = {0, 5000000};
-    nanosleep(&nap, NULL);
   }
-  fprintf(stderr, "# %d nodes up in %.0f ms\n", N_NODES, (now_s() - t0) * 1e3);
+  fprintf(stderr, "# %d nodes up in %.0f ms\n", n, (now_s() - t0) * 1e3);
   return 0;
 }
 
-/* Publishes parts[k] layers on nodes 0..k-1 (the others get no range). */
-static int map_parts(const struct fixture *f, const int *parts, int k, char *err, size_t errlen)
+/* Makes parts[k] layers on nodes 0..k-1 live (the others get no range). */
+static int map_parts(const int *parts, int k, char *err, size_t errlen)
 {
-  struct exo_gen_range r[N_NODES], extra[N_NODES];
+  struct exo_gen_range r[N_NODES];
   uint32_t a = 0;
   for (int i = 0; i < k; i++) {
-    r[i] = (struct exo_gen_range){exo_local_cluster_node_id(cluster, i),
-                                  exo_actor_id(EXO_SHARD_ACTOR_NAME), a, a + (uint32_t)parts[i]};
+    r[i] = (struct exo_gen_range){node_ids[i], exo_actor_id(EXO_SHARD_ACTOR_NAME), a,
+                                  a + (uint32_t)parts[i]};
     a += (uint32_t)parts[i];
   }
-  for (int i = k; i < N_NODES; i++)
-    extra[i - k] = (struct exo_gen_range){exo_local_cluster_node_id(cluster, i),
-                                          exo_actor_id(EXO_SHARD_ACTOR_NAME), 0, 0};
-  return exo_origin_set_map(origin, f->dir, r, (size_t)k, extra, (size_t)(N_NODES - k), 10000,
-                            err, errlen);
+  return exo_client_set_partition(client, node_ids[0], r, (size_t)k, 20000, NULL, err, errlen);
+}
+
+static int generate(int via, const struct fixture *f, const struct exo_sample_params *sp,
+                    size_t n, struct exo_client_result *res, char *err, size_t errlen)
+{
+  struct exo_req_submit req = {.sp = *sp, .max_tokens = (uint32_t)n, .flags = EXO_REQ_F_STATS,
+                               .prompt = f->prompt, .n_prompt = f->n_prompt};
+  return exo_client_generate(client, node_ids[via], &req, NULL, NULL, 20000, res, err, errlen);
 }
 
 static int n_partitions_checked;
@@ -192,17 +193,17 @@ static void check_compositions(const struct fixture *f, const int32_t *local, in
       snprintf(desc + n, sizeof desc - n, "%s%d:%d", i ? "," : "", a, a + parts[i]);
       a += parts[i];
     }
-    int rc = map_parts(f, parts, k, err, sizeof err);
+    int rc = map_parts(parts, k, err, sizeof err);
     if (rc)
       fprintf(stderr, "map %s: %s\n", desc, err);
     CHECK_INT_EQ(rc, 0);
     struct exo_sample_params sp;
     exo_sample_params_default(&sp);
-    struct exo_origin_result res;
-    rc = exo_origin_generate(origin, f->prompt, f->n_prompt, &sp, (uint32_t)f->n_want, 0, NULL,
-                             NULL, 10000, &res, err, sizeof err);
+    struct exo_client_result res;
+    int via = n_partitions_checked % N_NODES; /* any node's origin takes requests */
+    rc = generate(via, f, &sp, f->n_want, &res, err, sizeof err);
     if (rc)
-      fprintf(stderr, "generate %s: %s\n", desc, err);
+      fprintf(stderr, "generate %s via node %u: %s\n", desc, node_ids[via], err);
     CHECK_INT_EQ(rc, 0);
     CHECK_INT_EQ(res.n_ids, f->n_want);
     int same = res.n_ids == f->n_want;
@@ -211,9 +212,11 @@ static void check_compositions(const struct fixture *f, const int32_t *local, in
     if (!same)
       fprintf(stderr, "%s on %d nodes (%s): ids differ\n", f->dir, k, desc);
     CHECK(same);
-    if (!rc && res.n_ids)
-      CHECK_INT_EQ(res.steps[res.n_ids - 1].n_stages, k);
-    exo_origin_result_fini(&res);
+    if (!rc && res.n_ids) {
+      CHECK_INT_EQ(res.events[res.n_ids - 1].n_stages, k);
+      CHECK_INT_EQ(res.attempts, 1);
+    }
+    exo_client_result_fini(&res);
     n_partitions_checked++;
     return;
   }
@@ -223,11 +226,11 @@ static void check_compositions(const struct fixture *f, const int32_t *local, in
   }
 }
 
-static void greedy_model(const char *name, int *expect_partitions)
+static void greedy_model(const char *name, int expect_partitions)
 {
   struct fixture f;
   CHECK(load_fixture(name, &f) == 0);
-  if (!cluster || f.n_layers < 1)
+  if (f.n_layers < 1)
     return;
   int32_t local[64];
   struct exo_sample_params sp;
@@ -235,31 +238,28 @@ static void greedy_model(const char *name, int *expect_partitions)
   CHECK_INT_EQ(local_generate(&f, &sp, f.n_want, local), 0);
   for (size_t i = 0; i < f.n_want; i++)
     CHECK_INT_EQ(local[i], f.want[i]);
+  if (start_cluster(f.dir, N_NODES)) {
+    CHECK(!"cluster started");
+    stop_cluster();
+    return;
+  }
   int before = n_partitions_checked;
   int parts[N_NODES];
   for (int k = 1; k <= N_NODES && k <= f.n_layers; k++)
     check_compositions(&f, local, k, parts, 0, f.n_layers);
-  CHECK_INT_EQ(n_partitions_checked - before, *expect_partitions);
+  CHECK_INT_EQ(n_partitions_checked - before, expect_partitions);
+  char err[512] = "";
+  CHECK_INT_EQ(exo_local_cluster_check(cluster, err, sizeof err), 0);
 }
 
 static void greedy_tiny_llama(void)
 {
-  int n = 1 + 3 + 3 + 1; /* compositions of 4 into 1..4 parts */
-  greedy_model("tiny-llama", &n);
-}
-
-static void greedy_tiny_qwen2(void)
-{
-  int n = 1 + 2 + 1; /* compositions of 3 into 1..3 parts */
-  greedy_model("tiny-qwen2", &n);
-}
-
-static void seeded_sampling_1_vs_3_nodes(void)
-{
-  struct fixture f;
-  CHECK(load_fixture("tiny-llama", &f) == 0);
+  greedy_model("tiny-llama", 1 + 3 + 3 + 1); /* compositions of 4 into 1..4 parts */
   if (!cluster)
     return;
+  /* seeded sampling on the same cluster: 1 and 3 nodes equal the in-process run */
+  struct fixture f;
+  CHECK(load_fixture("tiny-llama", &f) == 0);
   struct exo_sample_params sp;
   exo_sample_params_default(&sp);
   sp.temperature = 0.8f;
@@ -276,87 +276,67 @@ static void seeded_sampling_1_vs_3_nodes(void)
   const int ks[] = {1, 3};
   for (int t = 0; t < 2; t++) {
     char err[512] = "";
-    CHECK_INT_EQ(map_parts(&f, parts[t], ks[t], err, sizeof err), 0);
-    struct exo_origin_result res;
-    int rc = exo_origin_generate(origin, f.prompt, f.n_prompt, &sp, (uint32_t)n, 0, NULL, NULL,
-                                 10000, &res, err, sizeof err);
+    CHECK_INT_EQ(map_parts(parts[t], ks[t], err, sizeof err), 0);
+    struct exo_client_result res;
+    int rc = generate(t, &f, &sp, n, &res, err, sizeof err);
     if (rc)
       fprintf(stderr, "seeded on %d nodes: %s\n", ks[t], err);
     CHECK_INT_EQ(rc, 0);
     CHECK_INT_EQ(res.n_ids, n);
     for (size_t i = 0; i < res.n_ids && i < n; i++)
       CHECK_INT_EQ(res.ids[i], local[i]);
-    exo_origin_result_fini(&res);
+    exo_client_result_fini(&res);
   }
+  stop_cluster();
 }
 
-static void bad_map_is_refused_with_reason(void)
+static void greedy_tiny_qwen2(void)
 {
-  struct fixture f;
-  CHECK(load_fixture("tiny-qwen2", &f) == 0);
+  greedy_model("tiny-qwen2", 1 + 2 + 1); /* compositions of 3 into 1..3 parts */
   if (!cluster)
     return;
+  /* a map that does not cover the model is refused with the reason; the cluster serves on */
   char err[512] = "";
-  const int parts[] = {1, 1}; /* ends at layer 2 of 3 */
-  int rc = map_parts(&f, parts, 2, err, sizeof err);
+  const int bad[] = {1, 1}; /* ends at layer 2 of 3 */
+  int rc = map_parts(bad, 2, err, sizeof err);
   CHECK(rc == -EINVAL);
-  CHECK_STR_CONTAINS(err, "ranges end at layer 2; the model has 3");
-  /* the cluster still serves after a refused map */
+  CHECK_STR_CONTAINS(err, "ranges end at 2, the model has 3 layers");
   const int ok[] = {3};
-  CHECK_INT_EQ(map_parts(&f, ok, 1, err, sizeof err), 0);
+  CHECK_INT_EQ(map_parts(ok, 1, err, sizeof err), 0);
+  stop_cluster();
 }
 
-/* `exo-actors run` with no model anywhere (MAP, option, config) serves models/demo: the
- * node processes run from the source root (meson workdir), where models/demo lives. */
-static void map_without_model_serves_demo(void)
+/* `exo-actors run` with no model in its config serves models/demo: the node processes run
+ * from the source root (meson workdir), where models/demo lives. */
+static void no_model_serves_demo(void)
 {
-  if (!cluster)
+  if (start_cluster(NULL, 2)) {
+    CHECK(!"cluster started");
+    stop_cluster();
     return;
+  }
+  struct fixture f = {.prompt = {1, 2, 3}, .n_prompt = 3};
+  struct exo_sample_params sp;
+  exo_sample_params_default(&sp);
+  struct exo_client_result res;
   char err[512] = "";
-  struct exo_gen_range r[2], extra[N_NODES];
-  for (int i = 0; i < 2; i++)
-    r[i] = (struct exo_gen_range){exo_local_cluster_node_id(cluster, i),
-                                  exo_actor_id(EXO_SHARD_ACTOR_NAME), 3u * (uint32_t)i,
-                                  3u * (uint32_t)i + 3}; /* the demo model has 6 layers */
-  for (int i = 2; i < N_NODES; i++)
-    extra[i - 2] = (struct exo_gen_range){exo_local_cluster_node_id(cluster, i),
-                                          exo_actor_id(EXO_SHARD_ACTOR_NAME), 0, 0};
-  int rc = exo_origin_set_map(origin, NULL, r, 2, extra, N_NODES - 2, 20000, err, sizeof err);
+  int rc = generate(1, &f, &sp, 5, &res, err, sizeof err);
   if (rc)
     fprintf(stderr, "%s\n", err);
   CHECK_INT_EQ(rc, 0);
-}
-
-static void cluster_still_alive(void)
-{
-  char err[512] = "";
-  CHECK(cluster != NULL);
-  if (cluster) {
-    int rc = exo_local_cluster_check(cluster, err, sizeof err);
-    if (rc)
-      fprintf(stderr, "%s\n", err);
-    CHECK_INT_EQ(rc, 0);
-  }
+  CHECK_INT_EQ(res.n_ids, 5);
+  if (!rc && res.n_ids)
+    CHECK_INT_EQ(res.events[0].n_stages, 2); /* the even split of 6 layers over 2 nodes */
+  exo_client_result_fini(&res);
+  stop_cluster();
 }
 
 int main(void)
 {
   double t0 = now_s();
-  if (start_cluster()) {
-    exo_local_cluster_free(cluster);
-    exo_origin_free(origin);
-    cluster = NULL;
-    origin = NULL;
-  }
-  EXO_RUN(cluster_still_alive);
   EXO_RUN(greedy_tiny_llama);
   EXO_RUN(greedy_tiny_qwen2);
-  EXO_RUN(seeded_sampling_1_vs_3_nodes);
-  EXO_RUN(bad_map_is_refused_with_reason);
-  EXO_RUN(map_without_model_serves_demo);
-  EXO_RUN(cluster_still_alive);
-  exo_origin_free(origin);
-  exo_local_cluster_free(cluster);
+  EXO_RUN(no_model_serves_demo);
   fprintf(stderr, "# %d partitions checked in %.1f s\n", n_partitions_checked, now_s() - t0);
   return exo_test_result();
 }
