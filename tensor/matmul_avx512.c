@@ -70,10 +70,21 @@ static inline float exo_scale_of(const unsigned char *b)
   return _cvtsh_ss(h);
 }
 
-/* Lanes 0..7 with scale s0 and 8..15 with s1: the even and odd block of a pair. */
-static inline __m512 exo_pair_scales(float s0, float s1)
+/* f32(d_w) * d_x of blocks i (lanes 0..7) and i + 1 (lanes 8..15), the two f16 scales
+ * b0 and b1 widened together: the same products the scalar order forms. */
+static inline __m512 exo_pair_scales(const unsigned char *b0, const unsigned char *b1,
+                                     const float *xd)
 {
-  return _mm512_mask_blend_ps((__mmask16)0xff00, _mm512_set1_ps(s0), _mm512_set1_ps(s1));
+  uint16_t h0, h1;
+  memcpy(&h0, b0, 2);
+  memcpy(&h1, b1, 2);
+  __m256i h = _mm256_blend_epi32(_mm256_set1_epi16((short)h0), _mm256_set1_epi16((short)h1),
+                                 0xf0);
+  uint64_t d2;
+  memcpy(&d2, xd, 8);
+  __m512 dx = _mm512_permutexvar_ps(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
+                                    _mm512_castps128_ps512(_mm_castsi128_ps(_mm_cvtsi64_si128((long long)d2))));
+  return _mm512_mul_ps(_mm512_cvtph_ps(h), dx);
 }
 
 static inline float exo_lanes_reduce512(__m512 acc)
@@ -108,8 +119,7 @@ static void exo_q8_0_rows_avx512(float *y, const unsigned char *w, int64_t rows,
       __m256i w1 = _mm256_loadu_si256((const __m256i *)(b + EXO_Q8_0_BLOCK_BYTES + 2));
       __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
       __m512i p = exo_dot_s8(wv, _mm512_loadu_si512(xq + i * EXO_QK));
-      __m512 s = exo_pair_scales(exo_scale_of(b) * xd[i],
-                                 exo_scale_of(b + EXO_Q8_0_BLOCK_BYTES) * xd[i + 1]);
+      __m512 s = exo_pair_scales(b, b + EXO_Q8_0_BLOCK_BYTES, xd + i);
       acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc);
     }
     if (i < nb) {
@@ -149,8 +159,7 @@ static void exo_q4_0_rows_avx512(float *y, const unsigned char *w, int64_t rows,
       /* (n - 8) . x = n . x - 8 . x, both exact in int32 */
       __m512i p = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), nib, xv),
                                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), eights, xv));
-      __m512 s = exo_pair_scales(exo_scale_of(b) * xd[i],
-                                 exo_scale_of(b + EXO_Q4_0_BLOCK_BYTES) * xd[i + 1]);
+      __m512 s = exo_pair_scales(b, b + EXO_Q4_0_BLOCK_BYTES, xd + i);
       acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc);
     }
     if (i < nb) {

@@ -113,7 +113,10 @@ void exo_q8_act_quantize(const float *x, int8_t *q, float *d, int64_t n)
     const float s = amax / 127.0f, id = s != 0.0f ? 127.0f / amax : 0.0f;
     d[i / EXO_QK] = s;
     for (int j = 0; j < EXO_QK; j++) {
-      float v = nearbyintf(x[i + j] * id);
+      /* Adding and removing 1.5 * 2^23 rounds to nearest even for |v| < 2^22 (here
+       * |v| <= 127), as nearbyintf does in the default mode, without a libm call. */
+      float v = x[i + j] * id;
+      v = (v + 12582912.0f) - 12582912.0f;
       q[i + j] = v >= 127.0f ? 127 : v <= -127.0f ? -127 : v == v ? (int8_t)v : 0;
     }
   }
