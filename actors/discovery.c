@@ -3,9 +3,9 @@
  * turns what it hears into topology entries (actors/cluster.h) and peer connections.
  * Owns the UDP socket and this process's instance nonce. Must not judge liveness (the
  * health actor does) nor decide ranges (the partitioner does).
- * Duplicate ids: a node that hears its own id from another live instance in its first
- * seconds is the newcomer and exits with a message; later, or for third parties, the
- * twin's announcements are reported and ignored, never merged. */
+ * Duplicate ids: of two live instances with one id, the younger (fewer announcements)
+ * exits with a message; the older reports the twin and ignores it, as third parties do:
+ * never merged. */
 #include <arpa/inet.h>
 #include <cblas.h>
 #include <errno.h>
@@ -35,7 +35,6 @@
 
 #define EXO_DISCOVERY_EXIT_DUPLICATE 3 /* process exit status: our id is taken */
 #define ANNOUNCE_TIMER 1
-#define DUP_GRACE_NS 3000000000ull   /* a twin heard within this of our start: we leave */
 #define TWIN_LIVE_NS 1500000000ull   /* an entry heard this recently is not "moved" */
 #define MAX_REPORTED 32
 
@@ -47,7 +46,6 @@ struct disc_state {
   struct event *ev;
   struct sockaddr_in bcast;
   uint32_t interval_ms;
-  uint64_t start_ns;
   uint64_t heard, ignored, duplicates;
   /* senders already reported (cluster/protocol mismatch or twin), so a log line is
    * written once per instance rather than every 200 ms */
@@ -173,7 +171,9 @@ static void heard(struct disc_state *s, const void *buf, size_t len,
   uint64_t now = exo_gen_now_ns();
   if (a.node_id == s->me.node_id) {
     s->duplicates++;
-    if (now - s->start_ns < DUP_GRACE_NS) {
+    /* seq counts announcements: the twin that has announced more is the older one and
+     * keeps the id (instance breaks a tie), so the two decide the same thing */
+    if (a.seq > s->me.seq || (a.seq == s->me.seq && a.instance > s->me.instance)) {
       DLOG(EXO_LOG_ERROR, "duplicate node id %" PRIu64 ": already used by the node at %s; "
            "this node (%s) started later and exits (give it another id)", a.node_id,
            a.address, s->me.address);
@@ -269,7 +269,6 @@ static int disc_init(struct exo_actor *self, void *state, const struct exo_confi
   struct disc_state *s = state;
   s->self = self;
   s->fd = -1;
-  s->start_ns = exo_gen_now_ns();
   struct exo_node *node = exo_actor_node(self);
   if (!(s->cluster = exo_cluster_of(node))) {
     exo_errf(err, errlen, "no cluster state (out of memory, or the node's context is taken)");

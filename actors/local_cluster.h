@@ -27,6 +27,7 @@ struct exo_local_cluster_opts {
   int settle_ms;         /* partitioner settle_ms (0 ok: publish at once) */
   const char *strategy;  /* "even" when NULL (and no ranges) */
   const char *ranges;    /* manual "1=0:3,2=3:6": strategy manual */
+  const char *cluster;   /* cluster name, "local" when NULL */
 };
 
 /* Picks a free tcp port on 127.0.0.1 (bind to port 0, read it back, close). */

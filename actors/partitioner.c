@@ -30,6 +30,7 @@
 #define PLOG(level, ...) exo_log(level, NULL, "partitioner", __VA_ARGS__)
 #define TICK_TIMER 1
 #define TICK_MS 50
+#define MAP_RESEND_NS 500000000ull /* MAP again to targets silent this long */
 #define BAD_NODE_NS 10000000000ull /* a node whose shard refused a MAP sits out 10 s */
 
 struct proposal {
@@ -41,6 +42,7 @@ struct proposal {
   uint64_t instances[EXO_CLUSTER_MAX_NODES];
   bool ready[EXO_CLUSTER_MAX_NODES];
   size_t n_targets;
+  uint64_t last_send_ns;
 };
 
 struct part_state {
@@ -243,6 +245,39 @@ static int desired_map(struct part_state *s, const struct exo_cluster_node *live
   return 0;
 }
 
+/* MAP to every target that has not answered. Returns 0, or the first send error. */
+static int send_maps(struct part_state *s)
+{
+  struct proposal *p = &s->prop;
+  size_t len;
+  uint8_t *buf = map_payload(p->ranges, p->n, s->model_dir, 0, &len);
+  if (!buf)
+    return -ENOMEM;
+  uint32_t shard = exo_actor_id(EXO_SHARD_ACTOR_NAME);
+  int first = 0;
+  for (size_t i = 0; i < p->n_targets; i++) {
+    if (p->ready[i])
+      continue;
+    void *m = exo_msg_alloc(len);
+    if (!m) {
+      first = -ENOMEM;
+      break;
+    }
+    memcpy(m, buf, len);
+    struct exo_envelope env = {.type = EXO_GEN_MSG_MAP, .dst = {p->targets[i], shard},
+                               .epoch = p->epoch};
+    int rc = exo_actor_send_buf(s->self, &env, &m, len);
+    if (rc) {
+      PLOG(EXO_LOG_WARN, "MAP epoch %" PRIu64 " to node %u: %s", p->epoch, p->targets[i],
+           strerror(-rc));
+      if (!first)
+        first = rc;
+    }
+  }
+  exo_msg_free(buf);
+  return first;
+}
+
 static void propose(struct part_state *s, const struct exo_cluster_node *live, size_t n_live,
                     const struct exo_gen_range *ranges, size_t n)
 {
@@ -254,27 +289,16 @@ static void propose(struct part_state *s, const struct exo_cluster_node *live, s
   p->n = n;
   memcpy(p->ranges, ranges, n * sizeof *ranges);
   p->started_ns = exo_gen_now_ns();
-  size_t len;
-  uint8_t *buf = map_payload(ranges, n, s->model_dir, 0, &len);
-  if (!buf)
-    return;
-  uint32_t shard = exo_actor_id(EXO_SHARD_ACTOR_NAME);
   for (size_t i = 0; i < n_live; i++) {
     p->targets[p->n_targets] = live[i].id;
     p->instances[p->n_targets] = live[i].instance;
     p->n_targets++;
-    void *m = exo_msg_alloc(len);
-    if (!m)
-      break;
-    memcpy(m, buf, len);
-    struct exo_envelope env = {.type = EXO_GEN_MSG_MAP, .dst = {live[i].id, shard},
-                               .epoch = p->epoch};
-    int rc = exo_actor_send_buf(s->self, &env, &m, len);
-    if (rc)
-      PLOG(EXO_LOG_WARN, "MAP epoch %" PRIu64 " to node %u: %s", p->epoch, live[i].id,
-           strerror(-rc));
   }
-  exo_msg_free(buf);
+  p->last_send_ns = p->started_ns;
+  if (send_maps(s) < 0) {
+    p->active = false; /* the next tick tries again */
+    return;
+  }
   p->active = true;
   char text[512];
   size_t o = 0;
@@ -317,6 +341,7 @@ static void go_live(struct part_state *s)
 static void coordinate(struct part_state *s)
 {
   uint64_t now = exo_gen_now_ns(), version = 0;
+  uint32_t self_id = exo_actor_addr(s->self).node;
   struct exo_cluster_node all[EXO_CLUSTER_MAX_NODES], live[EXO_CLUSTER_MAX_NODES];
   size_t n_all = exo_cluster_copy_nodes(s->cluster, all, EXO_CLUSTER_MAX_NODES), n_live = 0;
   exo_shared_read_lock();
@@ -326,10 +351,11 @@ static void coordinate(struct part_state *s)
     s->topo_version = version;
     s->topo_changed_ns = now;
   }
-  uint32_t self_id = exo_actor_addr(s->self).node;
   for (size_t i = 0; i < n_all && i < EXO_CLUSTER_MAX_NODES; i++) {
     if (all[i].health != EXO_PEER_ALIVE || is_bad(s, all[i].id, now))
       continue;
+    if (all[i].id != self_id && !exo_node_has_peer(exo_actor_node(s->self), all[i].id))
+      continue; /* heard of, but its HELLO has not arrived: MAP could not reach it yet */
     if (strcmp(all[i].model, s->model_id)) {
       wait_note(s, "node %u serves model '%s', not '%s': left out", all[i].id, all[i].model,
                 s->model_id);
@@ -347,8 +373,15 @@ static void coordinate(struct part_state *s)
   }
   struct proposal *p = &s->prop;
   if (p->active) {
-    if (now - p->started_ns < (uint64_t)s->ready_timeout_ms * 1000000ull)
+    if (now - p->started_ns < (uint64_t)s->ready_timeout_ms * 1000000ull) {
+      /* a MAP or READY may have been lost: ask the silent ones again (shards answer a
+       * repeated MAP of their epoch with READY, without reloading) */
+      if (now - p->last_send_ns > MAP_RESEND_NS) {
+        p->last_send_ns = now;
+        (void)send_maps(s);
+      }
       return;
+    }
     char who[256];
     size_t o = 0;
     for (size_t i = 0; i < p->n_targets && o < sizeof who - 16; i++)
