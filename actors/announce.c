@@ -148,8 +148,8 @@ int exo_node_id_load_or_create(const char *path, uint64_t *id, char *err, size_t
     char *end = NULL;
     errno = 0;
     unsigned long long v = got ? strtoull(line, &end, 10) : 0;
-    if (!got || errno || v == 0 || end == line || (*end && *end != '\n')) {
-      snprintf(err, errlen, "%s:1:1: expected a non-zero decimal node id", path);
+    if (!got || errno || v == 0 || v > 0x7fffffffu || end == line || (*end && *end != '\n')) {
+      snprintf(err, errlen, "%s:1:1: expected a decimal node id in 1..2147483647", path);
       return -EINVAL;
     }
     *id = v;
@@ -166,7 +166,7 @@ int exo_node_id_load_or_create(const char *path, uint64_t *id, char *err, size_t
   uint64_t v = 0;
   while (v == 0)
     randombytes_buf(&v, sizeof v);
-  v &= (1ull << 53) - 1; /* stays exact where a peer reads ids as doubles */
+  v &= 0x7fffffffu; /* node ids are u32 on the wire; ids >= 2^31 are clients' (client.h) */
   if (v == 0)
     v = 1;
   char tmp[4096];

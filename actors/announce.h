@@ -31,8 +31,9 @@ int exo_announce_encode(const struct exo_announce *a, char *buf, size_t cap);
 int exo_announce_decode(const void *buf, size_t len, struct exo_announce *a, char *err,
                         size_t errlen);
 
-/* Reads the node id stored at path, or creates it with a fresh random id (written
- * atomically: temp file + rename). Returns 0 or a negative errno, with err filled. */
+/* Reads the node id stored at path, or creates it with a fresh random id in 1..2^31-1
+ * (written atomically: temp file + rename). Returns 0 or a negative errno, with err
+ * filled. */
 int exo_node_id_load_or_create(const char *path, uint64_t *id, char *err, size_t errlen);
 
 #endif

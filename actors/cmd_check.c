@@ -6,17 +6,22 @@
 #include <string.h>
 
 #include "actors/commands.h"
+#include "actors/kinds.h"
 #include "runtime/config.h"
 
-/* The actor kinds that exist. One line per kind as it lands. */
-static const char *const exo_check_kinds[] = {
-    "pingpong",
-    "shard-worker", /* actors/kinds.c */
-    "origin",
-    NULL,
-};
+/* The node binary's kinds (actors/kinds.c) plus the examples' own (examples/pingpong.c),
+ * whose configs `check` validates too. */
+#define CHECK_MAX_KINDS 64
+static void check_kinds(const char **out)
+{
+  size_t n = 0;
+  for (const char *const *k = exo_kind_names; *k && n < CHECK_MAX_KINDS - 2; k++)
+    out[n++] = *k;
+  out[n++] = "pingpong";
+  out[n] = NULL;
+}
 
-static void check_usage(FILE *out)
+static void check_usage(FILE *out, const char *const *exo_check_kinds)
 {
   fprintf(out, "usage: exo-actors check CONFIG...\n\n"
                "Validates each actor-graph config (docs/CONFIG.md) and prints the resolved\n"
@@ -29,12 +34,14 @@ static void check_usage(FILE *out)
 
 int exo_cmd_check(int argc, char **argv)
 {
+  const char *exo_check_kinds[CHECK_MAX_KINDS];
+  check_kinds(exo_check_kinds);
   if (argc < 2) {
-    check_usage(stderr);
+    check_usage(stderr, exo_check_kinds);
     return 2;
   }
   if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-    check_usage(stdout);
+    check_usage(stdout, exo_check_kinds);
     return 0;
   }
   int status = 0;

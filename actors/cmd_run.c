@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "actors/announce.h"
 #include "actors/cluster.h"
 #include "actors/commands.h"
 #include "actors/kinds.h"
@@ -53,10 +54,15 @@ int exo_cmd_run(int argc, char **argv)
     fprintf(stderr, "exo-actors run: %s\n", err);
     goto out;
   }
-  if (cfg->node_id_auto) {
-    fprintf(stderr, "exo-actors run: %s: `id: auto` needs discovery, which this build does not "
-                    "have yet; give a numeric node id\n", argv[1]);
-    goto out;
+  if (cfg->node_id_auto) { /* kept beside the config, so a restart keeps its id */
+    char path[4096];
+    uint64_t id = 0;
+    snprintf(path, sizeof path, "%s.node-id", argv[1]);
+    if ((rc = exo_node_id_load_or_create(path, &id, err, sizeof err))) {
+      fprintf(stderr, "exo-actors run: %s\n", err);
+      goto out;
+    }
+    cfg->node_id = (uint32_t)id;
   }
   if (cfg->log_level) {
     enum exo_log_level lv;

@@ -407,7 +407,7 @@ int exo_cluster_generate(const struct exo_cluster_gen_opts *o, const int32_t *pr
   struct exo_gen_range r[EXO_LOCAL_CLUSTER_MAX];
   int k = 0, rc;
   if (o->connect)
-    return run_client(o, NULL, o->connect, 0, prompt, n_prompt, sp, max_tokens, ids, n_ids, err,
+    return run_client(o, NULL, o->connect, 3000, prompt, n_prompt, sp, max_tokens, ids, n_ids, err,
                       errlen);
   struct exo_model_config mc;
   if ((rc = exo_model_config_load(o->model_dir, &mc, err, errlen)))
