@@ -1,6 +1,8 @@
 /* tests/runtime/test_loop.c: loop threads: FIFO hand-off from several producer threads,
  * asynchronous stop with its completion, the per-turn budget, stop of a never-started
- * loop, and unrun items dropped (not leaked) at free. Suite concurrency (runs under TSan). */
+ * loop, and unrun items dropped (not leaked) at free; a killed loop without a death
+ * handler is DEAD (stop completes at once, items dropped at free), with one it turns
+ * again on a fresh thread and event_base. Suite concurrency (runs under TSan). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -175,10 +177,72 @@ static void test_never_started_and_drop(void)
   exo_loop_free(NULL);
 }
 
+static int death_calls, death_why; /* written on the dying thread, read after join */
+
+static int renew_on_death(struct exo_loop *loop, int why, void *arg)
+{
+  (void)arg;
+  death_calls++;
+  death_why = why;
+  return exo_loop_is_current(loop) ? exo_loop_renew_base(loop) : -EINVAL;
+}
+
+static void count_run(struct exo_loop *loop, void *arg)
+{
+  (void)loop;
+  atomic_fetch_add((atomic_int *)arg, 1);
+}
+
+static void test_death(void)
+{
+  static atomic_int ran;
+  /* no handler: DEAD */
+  struct exo_loop *loop;
+  CHECK_INT_EQ(exo_loop_new("dies", &loop), 0);
+  CHECK_INT_EQ(exo_loop_start(loop), 0);
+  CHECK_INT_EQ(exo_loop_kill(loop, EXO_LOOP_KILL_BREAK), 0);
+  for (int i = 0; i < 2000 && !exo_loop_dead(loop); i++)
+    usleep(1000);
+  CHECK(exo_loop_dead(loop));
+  CHECK_INT_EQ(exo_loop_deaths(loop), 1);
+  CHECK_INT_EQ(exo_loop_renew_base(loop), -EINVAL); /* not inside a death handler */
+  CHECK_INT_EQ(exo_loop_post(loop, count_run, &ran), 0); /* never runs: dropped at free */
+  never_done = 0;
+  CHECK_INT_EQ(exo_loop_stop(loop, never_done_cb, NULL), 0);
+  CHECK_INT_EQ(never_done, 1);
+  CHECK_INT_EQ(exo_loop_join(loop), 0);
+  exo_loop_free(loop);
+  CHECK_INT_EQ(atomic_load(&ran), 0);
+
+  /* with a handler that renews: the same loop turns again, twice over */
+  CHECK_INT_EQ(exo_loop_new("phoenix", &loop), 0);
+  exo_loop_set_death_handler(loop, renew_on_death, NULL);
+  CHECK_INT_EQ(exo_loop_start(loop), 0);
+  CHECK_INT_EQ(exo_loop_kill(loop, EXO_LOOP_KILL_EXIT), 0);
+  CHECK_INT_EQ(exo_loop_post(loop, count_run, &ran), 0);
+  for (int i = 0; i < 2000 && atomic_load(&ran) < 1; i++)
+    usleep(1000);
+  CHECK_INT_EQ(exo_loop_kill(loop, EXO_LOOP_KILL_BREAK), 0);
+  CHECK_INT_EQ(exo_loop_post(loop, count_run, &ran), 0);
+  for (int i = 0; i < 2000 && atomic_load(&ran) < 2; i++)
+    usleep(1000);
+  CHECK_INT_EQ(atomic_load(&ran), 2);
+  CHECK_INT_EQ(exo_loop_deaths(loop), 2);
+  CHECK(!exo_loop_dead(loop));
+  never_done = 0;
+  CHECK_INT_EQ(exo_loop_stop(loop, never_done_cb, NULL), 0);
+  CHECK_INT_EQ(exo_loop_join(loop), 0);
+  CHECK_INT_EQ(never_done, 1);
+  CHECK_INT_EQ(death_calls, 2);
+  CHECK_INT_EQ(death_why, -ECANCELED);
+  exo_loop_free(loop);
+}
+
 int main(void)
 {
   EXO_RUN(test_fifo_many_producers);
   EXO_RUN(test_budget_lets_timers_run);
   EXO_RUN(test_never_started_and_drop);
+  EXO_RUN(test_death);
   return exo_test_result();
 }
