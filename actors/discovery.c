@@ -135,10 +135,11 @@ static void fix_wildcard(char *addr, size_t cap, const struct sockaddr_in *from)
   for (int i = 0; i < 2; i++) {
     size_t w = strlen(wild[i]);
     if (strncmp(addr, wild[i], w) == 0 && from) {
-      char port[16], ip[INET_ADDRSTRLEN];
-      snprintf(port, sizeof port, "%s", addr + w);
+      char ip[INET_ADDRSTRLEN];
+      unsigned long port = strtoul(addr + w, NULL, 10);
       inet_ntop(AF_INET, &from->sin_addr, ip, sizeof ip);
-      snprintf(addr, cap, "tcp://%s:%s", ip, port);
+      if (port > 0 && port < 65536)
+        snprintf(addr, cap, "tcp://%s:%lu", ip, port);
     }
   }
 }
