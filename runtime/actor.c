@@ -79,6 +79,10 @@ int exo_addr_parse(const char *s, uint32_t local_node, struct exo_addr *out)
 
 void exo_msg_box_free(struct exo_msg_box *box)
 {
+  if (box->inflight) { /* a received frame leaves its sender's flood budget */
+    atomic_fetch_sub_explicit(&box->inflight->frames, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&box->inflight->bytes, box->inflight_bytes, memory_order_relaxed);
+  }
   if (box->nn_frame)
     nn_freemsg(box->nn_frame);
   free(box);
@@ -182,6 +186,7 @@ static int send_common(struct exo_node *node, struct exo_envelope *env, const vo
       box->msg.payload = box + 1;
     }
     box->to = a;
+    box->inflight = NULL;
     box->msg.env = *env;
     EXO_COUNT(node, local_sent);
     return exo_actor_deliver(box);

@@ -301,7 +301,7 @@ static int get_address(struct walker *w, yaml_node_t *n, const char *field, char
 /* ---- schema walk ------------------------------------------------------------------ */
 
 static const char *const top_keys[] = {"cluster", "node",   "loops",       "model", "log",
-                                       "peers",   "actors", "supervision", NULL};
+                                       "peers",   "actors", "supervision", "key",   NULL};
 static const char *const top_required[] = {"cluster", "node", NULL};
 static const char *const node_keys[] = {"id", "listen", NULL};
 static const char *const node_required[] = {"id", NULL};
@@ -533,6 +533,26 @@ static int top_pair(struct walker *w, void *ctx, yaml_node_t *k, yaml_node_t *v)
     return get_str(w, v, "cluster", &cfg->cluster);
   if (!strcmp(key, "model"))
     return get_str(w, v, "model", &cfg->model);
+  if (!strcmp(key, "key")) { /* cluster key file (docs/SECURITY.md) */
+    cfg->key_pos = pos_of(v);
+    int rc = get_str(w, v, "key", &cfg->key);
+    if (rc == 0 && !cfg->key[0])
+      return fail_mark(w, v->start_mark, "key: empty path (name a file from `exo-actors keygen`)");
+    if (rc < 0 || cfg->key[0] == '/') {
+      free(cfg->key_path);
+      cfg->key_path = rc < 0 ? NULL : strdup(cfg->key);
+      return rc < 0 ? rc : cfg->key_path ? 0 : -ENOMEM;
+    }
+    const char *slash = strrchr(cfg->path, '/');
+    int dlen = slash ? (int)(slash - cfg->path) + 1 : 0;
+    free(cfg->key_path);
+    cfg->key_path = NULL;
+    if (asprintf(&cfg->key_path, "%.*s%s", dlen, cfg->path, cfg->key) < 0) {
+      cfg->key_path = NULL;
+      return -ENOMEM;
+    }
+    return 0;
+  }
   if (!strcmp(key, "loops"))
     return get_u32(w, v, "loops", 1, EXO_CONFIG_MAX_LOOPS, &cfg->loops);
   if (!strcmp(key, "log")) {
@@ -731,6 +751,8 @@ void exo_config_free(struct exo_config *cfg)
   free(cfg->listen);
   free(cfg->model);
   free(cfg->log_level);
+  free(cfg->key);
+  free(cfg->key_path);
   free(cfg);
 }
 
@@ -858,6 +880,10 @@ int exo_config_write(const struct exo_config *cfg, FILE *out)
 {
   fputs("cluster: ", out);
   write_scalar(out, cfg->cluster);
+  if (cfg->key) {
+    fputs("\nkey: ", out);
+    write_scalar(out, cfg->key);
+  }
   fputs("\nnode:\n", out);
   if (cfg->node_id_auto)
     fputs("  id: auto\n", out);

@@ -57,6 +57,9 @@ struct exo_config {
   uint32_t loops;    /* 1..EXO_CONFIG_MAX_LOOPS, default 1 */
   char *model;       /* NULL when absent */
   char *log_level;   /* "error" | "warn" | "info" | "debug", NULL when absent */
+  char *key;         /* `key:` as written (cluster key file), NULL: unauthenticated */
+  char *key_path;    /* key resolved: a relative path is relative to the config's dir */
+  struct exo_config_pos key_pos;
   char **peers;      /* addresses, same rules as listen */
   size_t n_peers;
   struct exo_actor_config *actors;

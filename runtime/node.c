@@ -67,6 +67,7 @@ static struct exo_peer *peer_add(struct exo_node *node, const char *addr, int *r
   int maxsz = (int)node->max_frame; /* PUSH never receives; kept symmetrical */
   (void)nn_setsockopt(p->sock, NN_SOL_SOCKET, NN_RCVMAXSIZE, &maxsz, sizeof maxsz);
   p->hello_backoff_ms = HELLO_FIRST_MS;
+  exo_node_auth_peer_init(node, p);
   node->peers[node->n_peers++] = p;
   pthread_rwlock_unlock(&node->peers_mu);
   return p;
@@ -144,15 +145,21 @@ static int peer_send(struct exo_node *node, int sock, void *frame)
 
 int exo_node_send_remote(struct exo_node *node, uint32_t node_id, void *frame, size_t total)
 {
-  (void)total;
-  int sock = -1;
+  int sock = -1, rc = 0;
   pthread_rwlock_rdlock(&node->peers_mu);
   for (size_t i = 0; i < node->n_peers; i++)
     if (atomic_load_explicit(&node->peers[i]->node_id, memory_order_acquire) == node_id) {
       sock = node->peers[i]->sock;
+      if (node->auth) /* keyed cluster: [link seq][MAC] trailer (node_auth.c) */
+        rc = exo_node_auth_seal(node, node->peers[i], &frame, total);
       break;
     }
   pthread_rwlock_unlock(&node->peers_mu);
+  if (rc < 0) {
+    nn_freemsg(frame);
+    EXO_COUNT(node, send_failed);
+    return rc;
+  }
   if (sock < 0 || node_id == 0) {
     nn_freemsg(frame);
     EXO_COUNT(node, send_failed);
@@ -166,6 +173,13 @@ int exo_node_send_remote(struct exo_node *node, uint32_t node_id, void *frame, s
  * sender's next periodic HELLO. */
 static void hello_send(struct exo_node *node, struct exo_peer *p, bool want_reply)
 {
+  if (node->auth) { /* keyed HELLO: sessions and challenges (node_auth.c) */
+    size_t n;
+    void *f = exo_node_auth_hello_frame(node, p, want_reply, &n);
+    if (f && nn_send(p->sock, &f, NN_MSG, NN_DONTWAIT) < 0)
+      nn_freemsg(f);
+    return;
+  }
   size_t len = strlen(node->listen);
   void *frame = nn_allocmsg(EXO_ENVELOPE_HEADER_SIZE + 1 + len, 0);
   if (!frame)
@@ -235,6 +249,13 @@ static void route_frame(struct exo_node *node, void *frame, size_t len)
   struct exo_envelope env;
   const void *payload;
   char err[160];
+  if (node->tap)
+    node->tap(node, frame, len, node->tap_arg);
+  /* Keyed cluster: MAC and replay window before anything is decoded (node_auth.c). */
+  if (node->auth && exo_node_auth_receive(node, frame, &len) < 0) {
+    nn_freemsg(frame);
+    return;
+  }
   int rc = exo_envelope_open(frame, len, node->max_frame - EXO_ENVELOPE_HEADER_SIZE, &env,
                              &payload, err, sizeof err);
   if (rc < 0) {
@@ -246,7 +267,10 @@ static void route_frame(struct exo_node *node, void *frame, size_t len)
     return;
   }
   if (env.type == EXO_MSG_HELLO) {
-    hello_received(node, &env, payload);
+    if (node->auth)
+      exo_node_auth_hello_received(node, &env, payload);
+    else
+      hello_received(node, &env, payload);
     nn_freemsg(frame);
     return;
   }
@@ -257,6 +281,27 @@ static void route_frame(struct exo_node *node, void *frame, size_t len)
     nn_freemsg(frame);
     return;
   }
+  /* Flood bound: what this sender has queued and unhandled stays under its budget. */
+  struct exo_peer_inflight *in = &node->unknown_inflight;
+  pthread_rwlock_rdlock(&node->peers_mu);
+  for (size_t i = 0; i < node->n_peers; i++)
+    if (atomic_load_explicit(&node->peers[i]->node_id, memory_order_relaxed) == env.src.node) {
+      in = &node->peers[i]->inflight;
+      break;
+    }
+  pthread_rwlock_unlock(&node->peers_mu);
+  uint32_t frames = atomic_fetch_add_explicit(&in->frames, 1, memory_order_relaxed);
+  uint64_t bytes = atomic_fetch_add_explicit(&in->bytes, len, memory_order_relaxed);
+  if (frames >= node->peer_max_frames || bytes + len > node->peer_max_bytes) {
+    atomic_fetch_sub_explicit(&in->frames, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&in->bytes, len, memory_order_relaxed);
+    EXO_COUNT(node, frames_throttled);
+    free(box);
+    nn_freemsg(frame);
+    return;
+  }
+  box->inflight = in;
+  box->inflight_bytes = len;
   box->to = a;
   box->nn_frame = frame;
   box->msg.env = env;
@@ -340,6 +385,9 @@ int exo_node_new_opts(const struct exo_node_opts *opts, struct exo_node **out, c
   node->mailbox_capacity = opts->mailbox_capacity ? opts->mailbox_capacity
                                                   : EXO_NODE_DEFAULT_MAILBOX;
   node->max_frame = opts->max_frame ? opts->max_frame : EXO_NODE_DEFAULT_MAX_FRAME;
+  node->peer_max_frames = opts->peer_max_frames ? opts->peer_max_frames
+                                                : EXO_NODE_DEFAULT_PEER_FRAMES;
+  node->peer_max_bytes = opts->peer_max_bytes ? opts->peer_max_bytes : EXO_NODE_DEFAULT_PEER_BYTES;
   pthread_rwlock_init(&node->peers_mu, NULL);
   node->loops = calloc(opts->loops, sizeof *node->loops);
   if (!node->loops)
@@ -366,6 +414,9 @@ int exo_node_new_opts(const struct exo_node_opts *opts, struct exo_node **out, c
       rc = -ENOMEM;
       goto fail;
     }
+    rc = exo_node_auth_open(node, opts->key_path, err, errlen);
+    if (rc < 0)
+      goto fail;
     rc = transport_open(node, err, errlen);
     if (rc < 0)
       goto fail;
@@ -561,6 +612,7 @@ void exo_node_free(struct exo_node *node)
   if (node->ctx_free)
     node->ctx_free(node->ctx);
   exo_supervisor_free(node->sup);
+  exo_auth_free(node->auth);
   free(node->listen);
   free(node);
 }
@@ -574,8 +626,20 @@ int exo_node_new(const struct exo_config *cfg, const struct exo_actor_kind *cons
            cfg->path ? cfg->path : "config");
     return -EINVAL;
   }
+  if (cfg->key_path) { /* a key file error names the config line that points at it */
+    struct exo_auth *key = NULL;
+    char kerr[512];
+    int krc = exo_auth_load(cfg->key_path, &key, kerr, sizeof kerr);
+    exo_auth_free(key);
+    if (krc < 0) {
+      exo_errf(err, errlen, "%s:%d:%d: key: %s", cfg->path, cfg->key_pos.line, cfg->key_pos.col,
+               kerr);
+      return krc;
+    }
+  }
   struct exo_node_opts o = {.node_id = cfg->node_id, .listen = cfg->listen,
-                            .loops = cfg->loops, .supervision = cfg->supervision};
+                            .loops = cfg->loops, .supervision = cfg->supervision,
+                            .key_path = cfg->key_path};
   struct exo_node *node;
   int rc = exo_node_new_opts(&o, &node, err, errlen);
   if (rc < 0)
@@ -609,6 +673,12 @@ int exo_node_new(const struct exo_config *cfg, const struct exo_actor_kind *cons
 fail:
   exo_node_free(node);
   return rc;
+}
+
+void exo_node_set_tap(struct exo_node *node, exo_node_tap_fn fn, void *arg)
+{
+  node->tap = fn;
+  node->tap_arg = arg;
 }
 
 void exo_node_set_escalate(struct exo_node *node, exo_node_escalate_fn fn, void *arg)
@@ -654,5 +724,8 @@ void exo_node_stats(const struct exo_node *node, struct exo_node_stats *out)
   LD(restarts);
   LD(escalations);
   LD(handler_failures);
+  LD(frames_auth_failed);
+  LD(frames_replayed);
+  LD(frames_throttled);
 #undef LD
 }

@@ -28,6 +28,10 @@
 /* NN_RCVMAXSIZE we set: nanomsg's 1 MiB default silently drops bigger frames on tcp/ipc.
  * Hidden states of big models are a few MiB; 64 MiB bounds a hostile peer's allocation. */
 #define EXO_NODE_DEFAULT_MAX_FRAME (64u << 20)
+/* Per sender node: frames/bytes received but not yet handled; more are dropped and
+ * counted (frames_throttled), so one flooding peer cannot fill every mailbox or memory. */
+#define EXO_NODE_DEFAULT_PEER_FRAMES 1024u
+#define EXO_NODE_DEFAULT_PEER_BYTES (256ull << 20)
 #define EXO_EXIT_ESCALATED 70 /* exit status of the default escalation (EX_SOFTWARE) */
 
 struct exo_node;
@@ -44,6 +48,9 @@ struct exo_node_opts {
   uint32_t mailbox_capacity; /* per actor; 0: EXO_NODE_DEFAULT_MAILBOX */
   size_t max_frame;          /* bytes incl. header; 0: EXO_NODE_DEFAULT_MAX_FRAME */
   struct exo_supervision_config supervision; /* intensity 0 escalates at once */
+  const char *key_path;      /* cluster key file (runtime/auth.h); NULL: unauthenticated */
+  uint32_t peer_max_frames;  /* 0: EXO_NODE_DEFAULT_PEER_FRAMES */
+  uint64_t peer_max_bytes;   /* 0: EXO_NODE_DEFAULT_PEER_BYTES */
 };
 
 struct exo_node_stats {
@@ -54,7 +61,14 @@ struct exo_node_stats {
   uint64_t frames_misrouted; /* dropped: other node id or unknown actor */
   uint64_t dropped_dead;     /* dropped: destination FAILED or DEAD */
   uint64_t restarts, escalations, handler_failures;
+  uint64_t frames_auth_failed; /* dropped: missing/wrong MAC, no session (keyed cluster) */
+  uint64_t frames_replayed;    /* dropped: link sequence number already seen or too old */
+  uint64_t frames_throttled;   /* dropped: sender over its in-flight frames/bytes bound */
 };
+
+/* Test and diagnostic hook: sees each received frame (len bytes) before any check, on
+ * loop 0; must not keep the pointer. */
+typedef void (*exo_node_tap_fn)(struct exo_node *node, const void *frame, size_t len, void *arg);
 
 /* From a config: opts from cfg (node_id, listen, loops, supervision), one PUSH per
  * cfg->peers, and every cfg->actors[i] spawned with the kind of that name from kinds
@@ -99,6 +113,13 @@ int exo_node_send_buf(struct exo_node *node, const struct exo_envelope *env, voi
                       size_t len);
 
 void exo_node_set_escalate(struct exo_node *node, exo_node_escalate_fn fn, void *arg);
+/* Prometheus text (format 0.0.4) of the transport's drop counters in st:
+ * exo_node_frames_{auth_failed,replayed,throttled,malformed,misrouted}_total, for a
+ * /metrics handler to append. Writes at most cap bytes (NUL-terminated when cap > 0);
+ * returns the length it needs, like snprintf. node_auth.c */
+size_t exo_node_stats_prometheus(const struct exo_node_stats *st, char *buf, size_t cap);
+/* Installs a receive tap (before start). */
+void exo_node_set_tap(struct exo_node *node, exo_node_tap_fn fn, void *arg);
 
 uint32_t exo_node_id(const struct exo_node *node);
 struct exo_loop *exo_node_loop(struct exo_node *node, uint32_t index); /* NULL if out of range */

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "runtime/auth.h"
 #include "runtime/loop.h"
 #include "runtime/node.h"
 #include "runtime/supervisor.h"
@@ -50,6 +51,26 @@ struct exo_msg_box {
   struct exo_actor *to;
   struct exo_msg msg;
   void *nn_frame; /* NULL: inline */
+  struct exo_peer_inflight *inflight; /* received frame: its sender's budget, else NULL */
+  uint64_t inflight_bytes;            /* what it counts against that budget */
+};
+
+/* Frames (and bytes) of one sender queued in mailboxes and not yet handled: bounded so
+ * a flooding peer cannot take every mailbox slot or grow memory without limit. */
+struct exo_peer_inflight {
+  _Atomic uint32_t frames;
+  _Atomic uint64_t bytes;
+};
+
+/* Authenticated link state of one peer (node_auth.c); unused without a cluster key.
+ * Written on loop 0 with peers_mu held for writing; senders read it under the read lock. */
+struct exo_link_auth {
+  bool confirmed;                                   /* peer's session proven fresh */
+  uint8_t peer_session[EXO_AUTH_SESSION_BYTES];     /* its process session id */
+  uint8_t my_challenge[EXO_AUTH_SESSION_BYTES];     /* the peer must echo this */
+  uint8_t their_challenge[EXO_AUTH_SESSION_BYTES];  /* we echo this back */
+  _Atomic uint64_t send_seq;                        /* last link sequence number sent */
+  uint64_t recv_top, recv_mask; /* (loop 0) replay window: highest seq, 64 below it */
 };
 
 struct exo_peer {
@@ -58,12 +79,14 @@ struct exo_peer {
   _Atomic uint32_t node_id; /* 0 until its HELLO arrives */
   uint64_t next_hello_ms;   /* (loop 0) */
   uint32_t hello_backoff_ms; /* (loop 0) */
+  struct exo_link_auth la;    /* node_auth.c */
+  struct exo_peer_inflight inflight; /* frames from this peer's node id */
 };
 
 struct exo_node_counters {
   _Atomic uint64_t local_sent, remote_sent, remote_received, delivered, mailbox_full,
       send_failed, frames_malformed, frames_misrouted, dropped_dead, restarts, escalations,
-      handler_failures;
+      handler_failures, frames_auth_failed, frames_replayed, frames_throttled;
 };
 
 struct exo_node {
@@ -94,6 +117,16 @@ struct exo_node {
   /* application context (exo_node_set_context): set before start, freed by node free */
   void *ctx;
   void (*ctx_free)(void *ctx);
+  /* cluster key (node_auth.c): NULL when the cluster is unauthenticated */
+  struct exo_auth *auth;
+  uint8_t session[EXO_AUTH_SESSION_BYTES]; /* this process's session id */
+  uint64_t auth_log_next_ms, auth_log_suppressed; /* (loop 0) log rate limit */
+  /* per-peer flood bound (node.c): frames from unknown senders share one budget */
+  uint32_t peer_max_frames;
+  uint64_t peer_max_bytes;
+  struct exo_peer_inflight unknown_inflight;
+  exo_node_tap_fn tap; /* tests: sees every received frame before any check */
+  void *tap_arg;
 };
 
 #define EXO_COUNT(node, field) \
@@ -111,5 +144,21 @@ int exo_actor_run_init(struct exo_actor *a, char *err, size_t errlen);
 void exo_actor_run_stop(struct exo_actor *a);
 /* Sends a sealed-or-not frame to a remote node. Takes frame (nn chunk). node.c */
 int exo_node_send_remote(struct exo_node *node, uint32_t node_id, void *frame, size_t total);
+
+/* node_auth.c: the keyed link layer (docs/PROTOCOL.md "Authenticated clusters").
+ * open: loads the key (key_path NULL: unauthenticated, logs so). hello_frame: a keyed
+ * HELLO to p in a new nn chunk (*len set) or NULL; peers_mu held. seal: appends
+ * [link seq][MAC] to *frame (may move it; on error the caller still owns *frame); peers_mu
+ * read-held. receive: (loop 0) verifies a received frame before anything but its type and
+ * source node is read; 0 with *len cut to header + payload, or <0: dropped, counted and
+ * logged (caller frees). hello_received: (loop 0) the challenge handshake. */
+int exo_node_auth_open(struct exo_node *node, const char *key_path, char *err, size_t errlen);
+void exo_node_auth_peer_init(struct exo_node *node, struct exo_peer *p);
+void *exo_node_auth_hello_frame(struct exo_node *node, struct exo_peer *p, bool want_reply,
+                                size_t *len);
+int exo_node_auth_seal(struct exo_node *node, struct exo_peer *p, void **frame, size_t total);
+int exo_node_auth_receive(struct exo_node *node, void *frame, size_t *len);
+void exo_node_auth_hello_received(struct exo_node *node, const struct exo_envelope *env,
+                                  const void *payload);
 
 #endif
