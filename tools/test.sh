@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tools/test.sh: builds with -Werror under ASan+UBSan and under TSan, runs the default
-# suites (and the concurrency suite under TSan), and prints "N passed, N failed" last.
+# suites (and the concurrency suite under TSan), runs each fuzz harness for a bounded time
+# (tools/fuzz.sh, EXO_FUZZ_SECONDS, default 20), and prints "N passed, N failed" last.
 # Opt-in suites: EXO_TEST_SUITES="soak fault" adds them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +47,16 @@ if setup build-tsan -Dwerror=true -Db_sanitize=thread -Db_lundef=false &&
   summarize build-tsan/test-summary.log
 else
   echo "TSan build failed"; failed=$((failed + 1))
+fi
+
+# libFuzzer harnesses (tests/fuzz), EXO_FUZZ_SECONDS each under ASan+UBSan; one test each.
+mkdir -p build-fuzz
+bash tools/fuzz.sh "${EXO_FUZZ_SECONDS:-20}" 2>&1 | tee build-fuzz/fuzz-summary.log
+fz=$(awk '/^fuzz: [0-9]+ passed/ {print $2, $4}' build-fuzz/fuzz-summary.log | tail -1)
+if [ -n "$fz" ]; then
+  passed=$((passed + ${fz% *})); failed=$((failed + ${fz#* }))
+else
+  echo "fuzz: no result"; failed=$((failed + 1))
 fi
 
 echo "$passed passed, $failed failed"
