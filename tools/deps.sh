@@ -4,7 +4,8 @@
 set -euo pipefail
 pkgs=(build-essential meson ninja-build pkg-config clang libclang-rt-14-dev
       libevent-dev libnanomsg-dev liburcu-dev libopenblas-dev libyaml-dev
-      libjansson-dev libpcre2-dev libsodium-dev curl iproute2)
+      libjansson-dev libpcre2-dev libsodium-dev curl iproute2
+      chromium chromium-driver)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
