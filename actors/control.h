@@ -28,6 +28,10 @@
 #define EXO_CTL_MSG_PARTITION_DONE 524u
 /* partitioner -> the node's own origin actor: a new map went live (empty payload byte) */
 #define EXO_CTL_MSG_MAP_LIVE 525u
+/* partitioner -> the coordinator: LIVE of the envelope's epoch applied (1 byte); the
+ * coordinator answers SET_PARTITION only once every node has, so a request sent right
+ * after finds the new map wherever it enters */
+#define EXO_CTL_MSG_LIVE_ACK 526u
 
 extern const struct exo_actor_kind exo_discovery_kind;
 extern const struct exo_actor_kind exo_health_kind;

@@ -70,6 +70,9 @@ struct part_state {
   struct { uint32_t id; uint64_t until_ns; } bad[EXO_CLUSTER_MAX_NODES];
   size_t n_bad;
   char last_wait[160]; /* the last "waiting for ..." logged, so it is logged once */
+  /* LIVE acknowledgements of the last map this coordinator made live */
+  bool acked[EXO_CLUSTER_MAX_NODES];
+  bool done_pending; /* SET_PARTITION is answered when every ack is in */
 };
 
 static void wait_note(struct part_state *s, const char *fmt, ...)
@@ -333,9 +336,25 @@ static void go_live(struct part_state *s)
   memcpy(s->live_ids, p->targets, p->n_targets * sizeof p->targets[0]);
   memcpy(s->live_instances, p->instances, p->n_targets * sizeof p->instances[0]);
   s->live_epoch_built = p->epoch;
+  memset(s->acked, 0, sizeof s->acked);
   p->active = false;
-  if (s->n_override && ranges_equal(s->override, s->n_override, p->ranges, p->n))
-    send_done(s, 0, p->epoch, "live");
+  s->done_pending = s->n_override && ranges_equal(s->override, s->n_override, p->ranges, p->n);
+}
+
+static void on_live_ack(struct part_state *s, const struct exo_msg *msg)
+{
+  if (msg->env.epoch != s->live_epoch_built)
+    return;
+  bool all = true;
+  for (size_t i = 0; i < s->n_live_ids; i++) {
+    if (s->live_ids[i] == msg->env.src.node)
+      s->acked[i] = true;
+    all &= s->acked[i];
+  }
+  if (all && s->done_pending) {
+    s->done_pending = false;
+    send_done(s, 0, s->live_epoch_built, "live on every node");
+  }
 }
 
 static void coordinate(struct part_state *s)
@@ -418,7 +437,7 @@ static void coordinate(struct part_state *s)
     }
   }
   if (same) {
-    if (s->override_waiting && s->n_override)
+    if (s->override_waiting && s->n_override && !s->done_pending)
       send_done(s, 0, cur.epoch, "live");
     return;
   }
@@ -509,6 +528,13 @@ static void on_live(struct part_state *s, const struct exo_msg *msg)
   struct exo_addr origin = {exo_actor_addr(s->self).node, exo_actor_id(EXO_ORIGIN_ACTOR_NAME)};
   uint8_t one = 0;
   (void)exo_actor_send(s->self, origin, EXO_CTL_MSG_MAP_LIVE, &one, 1);
+  struct exo_envelope env = {.type = EXO_CTL_MSG_LIVE_ACK, .dst = msg->env.src,
+                             .epoch = m.epoch};
+  void *ack = exo_msg_alloc(1);
+  if (ack) {
+    memset(ack, 0, 1);
+    (void)exo_actor_send_buf(s->self, &env, &ack, 1);
+  }
 }
 
 static void on_set_partition(struct part_state *s, const struct exo_msg *msg)
@@ -639,6 +665,9 @@ static int part_message(struct exo_actor *self, void *state, const struct exo_ms
     break;
   case EXO_CTL_MSG_LIVE:
     on_live(s, msg);
+    break;
+  case EXO_CTL_MSG_LIVE_ACK:
+    on_live_ack(s, msg);
     break;
   case EXO_CTL_MSG_SET_PARTITION:
     on_set_partition(s, msg);

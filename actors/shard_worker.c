@@ -325,6 +325,24 @@ static int on_map(struct exo_actor *self, struct shard_state *s, const struct ex
     send_ready_to(self, msg->env.src, s->epoch, -ESTALE, err);
     return 0;
   }
+  /* the range this shard held: if the new map gives it the same one of the same model,
+   * its weights stay (unload below frees only the requests then) */
+  struct exo_model *kept = NULL;
+  struct exo_forward_scratch *kept_scratch = NULL;
+  struct exo_sampler *kept_sampler = NULL;
+  uint32_t kept_a = 0, kept_b = 0;
+  char kept_dir[EXO_GEN_MAX_PATH + 1] = "";
+  if (s->m && s->me >= 0) {
+    kept = s->m;
+    kept_scratch = s->scratch;
+    kept_sampler = s->sampler;
+    kept_a = s->ranges[s->me].a;
+    kept_b = s->ranges[s->me].b;
+    snprintf(kept_dir, sizeof kept_dir, "%s", s->model_dir);
+    s->m = NULL;
+    s->scratch = NULL;
+    s->sampler = NULL;
+  }
   unload(s);
   if (s->ready_pending)
     exo_actor_timer_stop(self, READY_TIMER);
@@ -346,13 +364,13 @@ static int on_map(struct exo_actor *self, struct shard_state *s, const struct ex
   } else if (exo_default_model_dir(s->model_dir, sizeof s->model_dir)) {
     send_ready(self, msg, -EINVAL, "MAP names no model, this shard has no `model` option, "
                "and no models/demo was found");
-    return 0;
+    goto done;
   }
   struct exo_model_config mc;
   int rc = exo_model_config_load(s->model_dir, &mc, err, sizeof err);
   if (rc) {
     send_ready(self, msg, rc, err);
-    return 0;
+    goto done;
   }
   struct exo_addr me = exo_actor_addr(self);
   uint32_t expect = 0;
@@ -362,13 +380,13 @@ static int on_map(struct exo_actor *self, struct shard_state *s, const struct ex
       snprintf(err, sizeof err, "MAP: range %u is [%u, %u); expected it to start at %u and "
                "end in (%u, %d]", i, r->a, r->b, expect, r->a, mc.n_layers);
       send_ready(self, msg, -EINVAL, err);
-      return 0;
+      goto done;
     }
     expect = r->b;
     if (r->node == me.node && r->actor == me.actor) {
       if (s->me >= 0) {
         send_ready(self, msg, -EINVAL, "MAP: this shard appears twice");
-        return 0;
+        goto done;
       }
       s->me = (int)i;
     }
@@ -377,34 +395,48 @@ static int on_map(struct exo_actor *self, struct shard_state *s, const struct ex
     snprintf(err, sizeof err, "MAP: ranges end at layer %u; the model has %d", expect,
              mc.n_layers);
     send_ready(self, msg, -EINVAL, err);
-    return 0;
+    goto done;
   }
   if (s->me >= 0) {
     const struct exo_gen_range *r = &s->ranges[s->me];
-    if ((rc = exo_model_load(s->model_dir, (int)r->a, (int)r->b, &s->m, err, sizeof err))) {
+    if (kept && r->a == kept_a && r->b == kept_b && !strcmp(kept_dir, s->model_dir)) {
+      /* same weights as before this epoch: keep them, a reload could take seconds */
+      s->m = kept;
+      s->scratch = kept_scratch;
+      kept = NULL;
+      kept_scratch = NULL;
+    } else if ((rc = exo_model_load(s->model_dir, (int)r->a, (int)r->b, &s->m, err,
+                                    sizeof err))) {
       send_ready(self, msg, rc, err);
-      return 0;
-    }
-    if ((rc = exo_forward_scratch_new(s->m, 16, 256, &s->scratch, err, sizeof err))) {
+      goto done;
+    } else if ((rc = exo_forward_scratch_new(s->m, 16, 256, &s->scratch, err, sizeof err))) {
       unload(s);
       send_ready(self, msg, rc, err);
-      return 0;
+      goto done;
     }
     s->is_first = r->a == 0;
     s->is_last = r->b == (uint32_t)mc.n_layers;
     s->first = (struct exo_addr){s->ranges[0].node, s->ranges[0].actor};
     if (!s->is_last)
       s->next = (struct exo_addr){s->ranges[s->me + 1].node, s->ranges[s->me + 1].actor};
-    if (s->is_last && exo_sampler_new(mc.vocab_size, &s->sampler)) {
+    if (s->is_last && kept_sampler && !kept) { /* same model: same vocabulary */
+      s->sampler = kept_sampler;
+      kept_sampler = NULL;
+    }
+    if (s->is_last && !s->sampler && exo_sampler_new(mc.vocab_size, &s->sampler)) {
       unload(s);
       send_ready(self, msg, -ENOMEM, "out of memory for the sampler");
-      return 0;
+      goto done;
     }
   }
   s->live = true;
   SLOG(EXO_LOG_INFO, "epoch %" PRIu64 ": %s", s->epoch,
           s->me >= 0 ? "range loaded" : "no range here");
   try_ready(self, s);
+done:
+  exo_sampler_free(kept_sampler);
+  exo_forward_scratch_free(kept_scratch);
+  exo_model_free(kept);
   return 0;
 }
 
