@@ -27,18 +27,26 @@ if [ -d "$dir" ]; then
 else
   CC=clang meson setup "$dir" "${opts[@]}" >/dev/null
 fi || { echo "fuzz: meson setup failed"; echo "fuzz: 0 passed, 1 failed"; exit 1; }
-targets=()
-for n in "${names[@]}"; do targets+=("tests/fuzz/fuzz_$n"); done
-if ! ninja -C "$dir" -j "${EXO_FUZZ_JOBS:-2}" "${targets[@]}"; then
-  echo "fuzz: build failed"
-  echo "fuzz: 0 passed, ${#names[@]} failed"
-  exit 1
-fi
+# One target at a time: a harness that does not build fails alone (and never runs a
+# stale binary); the others still run.
+declare -A built
+for n in "${names[@]}"; do
+  if ninja -C "$dir" -j "${EXO_FUZZ_JOBS:-2}" "tests/fuzz/fuzz_$n" >"$dir/fuzz-build-$n.log" 2>&1; then
+    built[$n]=1
+  else
+    echo "fuzz_$n: build failed (log $dir/fuzz-build-$n.log):"
+    grep -E "error" "$dir/fuzz-build-$n.log" | head -3
+  fi
+done
 
 for n in "${names[@]}"; do
   work="$dir/fuzz-corpus/$n"
   art="$dir/fuzz-artifacts/$n"
   log="$dir/fuzz-$n.log"
+  if [ -z "${built[$n]:-}" ]; then
+    failed=$((failed + 1))
+    continue
+  fi
   mkdir -p "$work" "$art"
   echo "== fuzz_$n: ${secs}s"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 \
