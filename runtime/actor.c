@@ -1,20 +1,26 @@
 /* runtime/actor.c: mailboxes, message dispatch, timers and supervision of actors (the
- * lifecycle in actor.h). Must not touch nanomsg sockets (node.c owns them) nor block.
+ * lifecycle in actor.h), including loops that die (restart on a fresh thread) and loops
+ * that stop turning (the stall watchdog). Must not touch nanomsg sockets (node.c owns
+ * them) nor block.
  * Mailbox design: an actor's mailbox is its share of its loop's wait-free queue, bounded
  * by an atomic count (`queued`) reserved before the enqueue. One queue per loop instead
  * of one per actor keeps the wake-up path to a single eventfd per loop and FIFO order
  * per sender; the bound is still per actor. */
+#include "runtime/log.h"
 #include "runtime/node_private.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/event.h>
 #include <nanomsg/nn.h>
 
 static void actor_fail(struct exo_actor *a, int rc, const char *where);
+static void escalate(struct exo_node *node, const char *reason);
 
 const char *exo_actor_name(const struct exo_actor *a)
 {
@@ -110,7 +116,9 @@ static void box_run(struct exo_loop *loop, struct exo_loop_item *item)
     exo_msg_box_free(box);
     return;
   }
+  exo_loop_busy_enter(a->loop, a->name);
   int rc = a->kind->message(a, a->state, &box->msg);
+  exo_loop_busy_leave(a->loop);
   EXO_COUNT(a->node, delivered);
   exo_msg_box_free(box);
   after_handler(a, rc, "message");
@@ -197,7 +205,7 @@ static int send_common(struct exo_node *node, struct exo_envelope *env, const vo
     frame = (uint8_t *)*owned - EXO_ENVELOPE_HEADER_SIZE;
     *owned = NULL;
   } else {
-    frame = nn_allocmsg(EXO_ENVELOPE_HEADER_SIZE + len, 0);
+    frame = nn_allocmsg(EXO_ENVELOPE_HEADER_SIZE + len + EXO_FRAME_SLACK, 0);
     if (!frame) {
       rc = -ENOMEM;
       goto fail;
@@ -274,7 +282,7 @@ void *exo_msg_alloc(size_t len)
 {
   if (len > UINT32_MAX)
     return NULL;
-  uint8_t *frame = nn_allocmsg(EXO_ENVELOPE_HEADER_SIZE + len, 0);
+  uint8_t *frame = nn_allocmsg(EXO_ENVELOPE_HEADER_SIZE + len + EXO_FRAME_SLACK, 0);
   return frame ? frame + EXO_ENVELOPE_HEADER_SIZE : NULL;
 }
 
@@ -294,7 +302,10 @@ static void timer_fire(evutil_socket_t fd, short what, void *arg)
   struct exo_actor *a = t->actor;
   if (atomic_load(&a->status) != EXO_ACTOR_RUNNING)
     return;
+  struct exo_loop *loop = a->loop;
+  exo_loop_busy_enter(loop, a->name);
   int rc = a->kind->timer ? a->kind->timer(a, a->state, t->id) : 0;
+  exo_loop_busy_leave(loop);
   /* t may be freed from here on (a restart cancels timers): do not touch it. */
   after_handler(a, rc, "timer");
 }
@@ -352,8 +363,13 @@ int exo_actor_run_init(struct exo_actor *a, char *err, size_t errlen)
     err[0] = '\0';
   a->exit_requested = false;
   int rc = 0;
+  bool on_loop = exo_loop_is_current(a->loop); /* a restart, not the node's start */
+  if (on_loop)
+    exo_loop_busy_enter(a->loop, a->name);
   if (a->kind->init)
     rc = a->kind->init(a, a->state, a->node->cfg, a->opts, err, errlen);
+  if (on_loop)
+    exo_loop_busy_leave(a->loop);
   if (rc < 0) {
     /* init failed: release whatever timers it armed; stop is not owed. */
     while (a->timers)
@@ -415,14 +431,13 @@ static void actor_fail(struct exo_actor *a, int rc, const char *where)
       exo_supervisor_failure(node->sup, exo_supervisor_now_ms(), &n);
   const struct exo_supervision_config *sc = exo_supervisor_config(node->sup);
   if (d == EXO_SUPERVISOR_ESCALATE) {
-    EXO_COUNT(node, escalations);
     char reason[512];
     snprintf(reason, sizeof reason,
              "node %u: actor %s failed (%s: %s); restart intensity %u per %u ms exceeded "
              "(%u restarts in window), escalating: node exits",
              node->id, a->name, where, strerror(rc < 0 ? -rc : rc), sc->intensity,
              sc->period_ms, n);
-    (node->escalate ? node->escalate : default_escalate)(node, reason, node->escalate_arg);
+    escalate(node, reason);
     return;
   }
   switch (sc->strategy) {
@@ -441,6 +456,182 @@ static void actor_fail(struct exo_actor *a, int rc, const char *where)
     }
     return;
   }
+}
+
+/* ---- loops that die ----
+ * A dead loop counts as one failure in the supervisor's window. Its actors' incarnations
+ * end (their timers live on the dead base), the loop gets a fresh event_base and thread,
+ * and they are re-initialised there before it turns; one_for_all / rest_for_one restart
+ * the others on their own loops as for a handler failure. */
+
+static void escalate(struct exo_node *node, const char *reason)
+{
+  EXO_COUNT(node, escalations);
+  (node->escalate ? node->escalate : default_escalate)(node, reason, node->escalate_arg);
+}
+
+int exo_node_loop_died(struct exo_loop *loop, int why, void *arg)
+{
+  struct exo_node *node = arg;
+  if (atomic_load(&node->stopping))
+    return -ECANCELED;
+  uint32_t li = 0;
+  while (li < node->n_loops && node->loops[li] != loop)
+    li++;
+  EXO_COUNT(node, loop_deaths);
+  const char *cause = why == -EIO      ? "event_base_loop failed"
+                      : why == -EINTR ? "its thread exited"
+                                      : "its event loop ended without a stop";
+  uint32_t n = 0;
+  enum exo_supervisor_decision d = exo_supervisor_failure(node->sup, exo_supervisor_now_ms(), &n);
+  const struct exo_supervision_config *sc = exo_supervisor_config(node->sup);
+  char nname[16];
+  snprintf(nname, sizeof nname, "%u", node->id);
+  size_t first = node->n_actors; /* lowest spawn index on this loop (rest_for_one) */
+  for (size_t i = 0; i < node->n_actors; i++) {
+    struct exo_actor *a = node->actors[i];
+    if (a->loop != loop)
+      continue;
+    if (first == node->n_actors)
+      first = i;
+    exo_actor_run_stop(a); /* on the dying thread: still this loop's thread */
+    if (atomic_load(&a->status) != EXO_ACTOR_DEAD)
+      atomic_store(&a->status, EXO_ACTOR_FAILED);
+  }
+  if (li == 0)
+    exo_node_transport_detach(node);
+  char reason[512];
+  if (d == EXO_SUPERVISOR_ESCALATE) {
+    snprintf(reason, sizeof reason,
+             "node %u: loop %s died (%s); restart intensity %u per %u ms exceeded (%u restarts "
+             "in window), escalating: node exits",
+             node->id, exo_loop_name(loop), cause, sc->intensity, sc->period_ms, n);
+    escalate(node, reason);
+    return -ECANCELED;
+  }
+  exo_log(EXO_LOG_WARN, nname, NULL,
+          "loop %s died (%s); restarting its actors on a fresh loop thread (%u restarts in "
+          "window)",
+          exo_loop_name(loop), cause, n);
+  int rc = exo_loop_renew_base(loop);
+  if (rc == 0 && li == 0)
+    rc = exo_node_transport_attach(node);
+  if (rc < 0) {
+    snprintf(reason, sizeof reason, "node %u: loop %s died (%s) and cannot be renewed: %s",
+             node->id, exo_loop_name(loop), cause, strerror(-rc));
+    escalate(node, reason);
+    return rc;
+  }
+  for (size_t i = 0; i < node->n_actors; i++) {
+    struct exo_actor *a = node->actors[i];
+    if (atomic_load(&a->status) == EXO_ACTOR_DEAD)
+      continue;
+    if (a->loop != loop) {
+      if (sc->strategy == EXO_SUPERVISION_ONE_FOR_ALL ||
+          (sc->strategy == EXO_SUPERVISION_REST_FOR_ONE && a->index >= first))
+        (void)exo_loop_post(a->loop, restart_posted, a);
+      continue;
+    }
+    atomic_fetch_add(&a->restarts, 1);
+    EXO_COUNT(node, restarts);
+    char err[256];
+    int irc = exo_actor_run_init(a, err, sizeof err);
+    if (irc < 0)
+      actor_fail(a, irc, err[0] ? err : "init");
+  }
+  return 0;
+}
+
+/* ---- stall watchdog ----
+ * One thread per node samples every loop's busy bracket (exo_loop_stalled) every quarter
+ * of the limit. A handler cannot be interrupted and its thread cannot be reclaimed, so a
+ * stall is not restartable: it is reported with the actor's name and escalates (default:
+ * the node exits, and the cluster fails over as for a dead node; docs/DESIGN.md). */
+
+struct exo_node_watchdog {
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cv; /* CLOCK_MONOTONIC */
+  bool quit;
+  uint32_t limit_ms;
+};
+
+static void *watchdog_main(void *arg)
+{
+  struct exo_node *node = arg;
+  struct exo_node_watchdog *wd = node->wd;
+  uint32_t tick = wd->limit_ms / 4 ? wd->limit_ms / 4 : 1;
+  pthread_mutex_lock(&wd->mu);
+  while (!wd->quit) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)tick * 1000000u;
+    ts.tv_sec += (time_t)(ns / 1000000000u);
+    ts.tv_nsec = (long)(ns % 1000000000u);
+    pthread_cond_timedwait(&wd->cv, &wd->mu, &ts);
+    if (wd->quit)
+      break;
+    uint64_t now = exo_supervisor_now_ms();
+    for (uint32_t i = 0; i < node->n_loops; i++) {
+      const char *label = NULL;
+      uint64_t for_ms = 0;
+      if (!exo_loop_stalled(node->loops[i], now, wd->limit_ms, &label, &for_ms))
+        continue;
+      EXO_COUNT(node, loop_stalls);
+      char reason[512];
+      snprintf(reason, sizeof reason,
+               "node %u: loop %s stuck: actor %s's handler has run for %" PRIu64
+               " ms (watchdog %u ms); a running handler cannot be stopped, escalating: "
+               "node exits",
+               node->id, exo_loop_name(node->loops[i]), label ? label : "?", for_ms,
+               wd->limit_ms);
+      pthread_mutex_unlock(&wd->mu); /* the callback may stop the node */
+      escalate(node, reason);
+      pthread_mutex_lock(&wd->mu);
+    }
+  }
+  pthread_mutex_unlock(&wd->mu);
+  return NULL;
+}
+
+int exo_node_watchdog_start(struct exo_node *node, uint32_t limit_ms)
+{
+  struct exo_node_watchdog *wd = calloc(1, sizeof *wd);
+  if (!wd)
+    return -ENOMEM;
+  wd->limit_ms = limit_ms;
+  pthread_mutex_init(&wd->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&wd->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  node->wd = wd;
+  int rc = pthread_create(&wd->thread, NULL, watchdog_main, node);
+  if (rc != 0) {
+    node->wd = NULL;
+    pthread_cond_destroy(&wd->cv);
+    pthread_mutex_destroy(&wd->mu);
+    free(wd);
+    return -rc;
+  }
+  return 0;
+}
+
+void exo_node_watchdog_stop(struct exo_node *node)
+{
+  struct exo_node_watchdog *wd = node->wd;
+  if (!wd || pthread_equal(pthread_self(), wd->thread))
+    return; /* an escalation callback stopping the node: exo_node_free joins later */
+  pthread_mutex_lock(&wd->mu);
+  wd->quit = true;
+  pthread_cond_signal(&wd->cv);
+  pthread_mutex_unlock(&wd->mu);
+  pthread_join(wd->thread, NULL);
+  pthread_cond_destroy(&wd->cv);
+  pthread_mutex_destroy(&wd->mu);
+  free(wd);
+  node->wd = NULL;
 }
 
 struct exo_actor *exo_node_lookup(struct exo_node *node, uint32_t actor_id)

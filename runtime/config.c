@@ -307,7 +307,8 @@ static const char *const node_keys[] = {"id", "listen", NULL};
 static const char *const node_required[] = {"id", NULL};
 static const char *const actor_keys[] = {"name", "kind", "loop", "options", NULL};
 static const char *const actor_required[] = {"name", "kind", NULL};
-static const char *const supervision_keys[] = {"strategy", "intensity", "period_ms", NULL};
+static const char *const supervision_keys[] = {"strategy", "intensity", "period_ms",
+                                               "watchdog_ms", NULL};
 
 static const char *const strategy_names[] = {"one_for_one", "one_for_all", "rest_for_one"};
 
@@ -340,6 +341,8 @@ static int supervision_pair(struct walker *w, void *ctx, yaml_node_t *k, yaml_no
     return get_u32(w, v, "supervision.intensity", 0, 1000, &s->intensity);
   if (!strcmp(key, "period_ms"))
     return get_u32(w, v, "supervision.period_ms", 1, 3600000, &s->period_ms);
+  if (!strcmp(key, "watchdog_ms"))
+    return get_u32(w, v, "supervision.watchdog_ms", 10, 3600000, &s->watchdog_ms);
   char *name = NULL;
   int rc = get_str(w, v, "supervision.strategy", &name);
   if (rc < 0)
@@ -932,5 +935,8 @@ int exo_config_write(const struct exo_config *cfg, FILE *out)
   fprintf(out, "supervision:\n  strategy: %s\n  intensity: %" PRIu32 "\n  period_ms: %" PRIu32 "\n",
           exo_supervision_strategy_name(cfg->supervision.strategy), cfg->supervision.intensity,
           cfg->supervision.period_ms);
+  fprintf(out, "  watchdog_ms: %" PRIu32 "\n",
+          cfg->supervision.watchdog_ms ? cfg->supervision.watchdog_ms
+                                       : EXO_SUPERVISION_WATCHDOG_MS);
   return ferror(out) ? -EIO : 0;
 }

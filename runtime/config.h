@@ -46,7 +46,9 @@ struct exo_supervision_config {
   enum exo_supervision_strategy strategy; /* default one_for_one */
   uint32_t intensity;                     /* restarts allowed per period; default 3 */
   uint32_t period_ms;                     /* default 5000 */
+  uint32_t watchdog_ms; /* a handler running longer escalates; 0: EXO_SUPERVISION_WATCHDOG_MS */
 };
+#define EXO_SUPERVISION_WATCHDOG_MS 2000u
 
 struct exo_config {
   char *path; /* the name errors use */

@@ -143,6 +143,19 @@ static int peer_send(struct exo_node *node, int sock, void *frame)
   return 0;
 }
 
+/* Unkeyed: [link seq][check] after the sealed envelope (link.h). The chunk has
+ * EXO_FRAME_SLACK spare bytes from its allocation, so this only trims it. */
+static int link_seal(struct exo_peer *p, void **frame, size_t total)
+{
+  uint8_t *f = nn_reallocmsg(*frame, total + EXO_LINK_TRAILER);
+  if (!f)
+    return -ENOMEM;
+  *frame = f;
+  uint64_t seq = atomic_fetch_add_explicit(&p->link.send_seq, 1, memory_order_relaxed) + 1;
+  exo_link_trailer_write(f, total, seq);
+  return 0;
+}
+
 int exo_node_send_remote(struct exo_node *node, uint32_t node_id, void *frame, size_t total)
 {
   int sock = -1, rc = 0;
@@ -152,6 +165,8 @@ int exo_node_send_remote(struct exo_node *node, uint32_t node_id, void *frame, s
       sock = node->peers[i]->sock;
       if (node->auth) /* keyed cluster: [link seq][MAC] trailer (node_auth.c) */
         rc = exo_node_auth_seal(node, node->peers[i], &frame, total);
+      else
+        rc = link_seal(node->peers[i], &frame, total);
       break;
     }
   pthread_rwlock_unlock(&node->peers_mu);
@@ -168,9 +183,11 @@ int exo_node_send_remote(struct exo_node *node, uint32_t node_id, void *frame, s
   return peer_send(node, sock, frame);
 }
 
-/* HELLO payload: [u8 want_reply][listen address]. Periodic HELLOs want a reply; replies
- * do not, so two nodes never bounce HELLOs forever, and a lost reply is repaired by the
- * sender's next periodic HELLO. */
+/* HELLO payload: [u8 want_reply][u64 session][listen address], link seq 0. Periodic
+ * HELLOs want a reply; replies do not, so two nodes never bounce HELLOs forever, and a
+ * lost reply is repaired by the sender's next periodic HELLO. session: random per
+ * process; a new one tells the receiver its sender restarted (link numbering anew). */
+#define HELLO_FIXED 9u
 static void hello_send(struct exo_node *node, struct exo_peer *p, bool want_reply)
 {
   if (node->auth) { /* keyed HELLO: sessions and challenges (node_auth.c) */
@@ -181,17 +198,21 @@ static void hello_send(struct exo_node *node, struct exo_peer *p, bool want_repl
     return;
   }
   size_t len = strlen(node->listen);
-  void *frame = nn_allocmsg(EXO_ENVELOPE_HEADER_SIZE + 1 + len, 0);
+  size_t body = EXO_ENVELOPE_HEADER_SIZE + HELLO_FIXED + len;
+  void *frame = nn_allocmsg(body + EXO_LINK_TRAILER, 0);
   if (!frame)
     return;
   uint8_t *pl = exo_envelope_payload(frame);
   pl[0] = want_reply;
-  memcpy(pl + 1, node->listen, len);
+  for (int i = 0; i < 8; i++)
+    pl[1 + i] = (uint8_t)(node->link_session >> (8 * i));
+  memcpy(pl + HELLO_FIXED, node->listen, len);
   struct exo_envelope env = {.type = EXO_MSG_HELLO, .src = {.node = node->id}};
-  if (exo_envelope_seal(&env, frame, EXO_ENVELOPE_HEADER_SIZE + 1 + len) < 0) {
+  if (exo_envelope_seal(&env, frame, body) < 0) {
     nn_freemsg(frame);
     return;
   }
+  exo_link_trailer_write(frame, body, 0);
   /* EAGAIN while the connection is still being made: the timer (or the peer's) retries. */
   if (nn_send(p->sock, &frame, NN_MSG, NN_DONTWAIT) < 0)
     nn_freemsg(frame);
@@ -221,20 +242,27 @@ static void hello_received(struct exo_node *node, const struct exo_envelope *env
 {
   char addr[256];
   const uint8_t *pl = payload;
-  if (env->payload_len < 2 || env->payload_len > sizeof addr || pl[0] > 1 ||
-      env->src.node == 0 || env->src.node == node->id) {
+  if (env->payload_len <= HELLO_FIXED || env->payload_len - HELLO_FIXED >= sizeof addr ||
+      pl[0] > 1 || env->src.node == 0 || env->src.node == node->id) {
     EXO_COUNT(node, frames_malformed);
     return;
   }
-  memcpy(addr, pl + 1, env->payload_len - 1);
-  addr[env->payload_len - 1] = '\0';
-  if (exo_node_add_peer(node, addr) < 0) {
+  uint64_t session = 0;
+  for (int i = 7; i >= 0; i--)
+    session = session << 8 | pl[1 + i];
+  memcpy(addr, pl + HELLO_FIXED, env->payload_len - HELLO_FIXED);
+  addr[env->payload_len - HELLO_FIXED] = '\0';
+  if (session == 0 || exo_node_add_peer(node, addr) < 0) {
     EXO_COUNT(node, frames_malformed);
     return;
   }
   pthread_rwlock_rdlock(&node->peers_mu);
   struct exo_peer *p = peer_find_addr_locked(node, addr);
   if (p) {
+    if (p->link.session != session) { /* first HELLO, or the sender restarted */
+      p->link.session = session;
+      exo_link_window_reset(&p->link.win);
+    }
     atomic_store_explicit(&p->node_id, env->src.node, memory_order_release);
     if (pl[0] && node->listen)
       hello_send(node, p, false);
@@ -243,6 +271,33 @@ static void hello_received(struct exo_node *node, const struct exo_envelope *env
 }
 
 /* ---- receive path (loop 0) ---- */
+
+/* Unkeyed: the link window of env's sender (link.h). False: dropped and counted. */
+static bool link_accept(struct exo_node *node, const struct exo_envelope *env, uint64_t seq)
+{
+  enum exo_link_verdict v = EXO_LINK_TOO_OLD;
+  bool known = false;
+  pthread_rwlock_rdlock(&node->peers_mu);
+  for (size_t i = 0; i < node->n_peers; i++) {
+    struct exo_peer *p = node->peers[i];
+    if (atomic_load_explicit(&p->node_id, memory_order_relaxed) == env->src.node &&
+        p->link.session) {
+      known = true;
+      v = exo_link_window_check(&p->link.win, seq);
+      break;
+    }
+  }
+  pthread_rwlock_unlock(&node->peers_mu);
+  if (!known) { /* no HELLO from it yet: nothing to number its frames against */
+    EXO_COUNT(node, frames_misrouted);
+    return false;
+  }
+  if (v != EXO_LINK_ACCEPT) {
+    EXO_COUNT(node, frames_replayed);
+    return false;
+  }
+  return true;
+}
 
 static void route_frame(struct exo_node *node, void *frame, size_t len)
 {
@@ -256,8 +311,16 @@ static void route_frame(struct exo_node *node, void *frame, size_t len)
     nn_freemsg(frame);
     return;
   }
-  int rc = exo_envelope_open(frame, len, node->max_frame - EXO_ENVELOPE_HEADER_SIZE, &env,
-                             &payload, err, sizeof err);
+  uint64_t seq = 0;
+  int rc = 0;
+  if (!node->auth) { /* unkeyed: link trailer (link.h), checked before the envelope */
+    rc = exo_link_trailer_read(frame, len, &len, &seq);
+    if (rc < 0)
+      snprintf(err, sizeof err, "link trailer: frame too short or check mismatch");
+  }
+  if (rc == 0)
+    rc = exo_envelope_open(frame, len, node->max_frame - EXO_ENVELOPE_HEADER_SIZE, &env,
+                           &payload, err, sizeof err);
   if (rc < 0) {
     uint64_t n = atomic_fetch_add(&node->c.frames_malformed, 1);
     if ((n & (n + 1)) == 0) /* 1st, 2nd, 4th, ... : visible, never a flood */
@@ -271,6 +334,10 @@ static void route_frame(struct exo_node *node, void *frame, size_t len)
       exo_node_auth_hello_received(node, &env, payload);
     else
       hello_received(node, &env, payload);
+    nn_freemsg(frame);
+    return;
+  }
+  if (!node->auth && !link_accept(node, &env, seq)) {
     nn_freemsg(frame);
     return;
   }
@@ -348,15 +415,34 @@ static int transport_open(struct exo_node *node, char *err, size_t errlen)
     exo_errf(err, errlen, "NN_RCVFD: %s", nn_strerror(e));
     return -e;
   }
-  struct event_base *base = exo_loop_base(node->loops[0]);
-  node->rcv_ev = event_new(base, rcvfd, EV_READ | EV_PERSIST, on_readable, node);
-  node->hello_ev = event_new(base, -1, EV_PERSIST, hello_tick, node);
-  struct timeval tv = {.tv_sec = 0, .tv_usec = HELLO_FIRST_MS * 1000};
-  if (!node->rcv_ev || !node->hello_ev || event_add(node->rcv_ev, NULL) < 0 ||
-      event_add(node->hello_ev, &tv) < 0) {
+  node->rcvfd = rcvfd;
+  if (exo_node_transport_attach(node) < 0) {
     exo_errf(err, errlen, "libevent: cannot watch the listen socket");
     return -EIO;
   }
+  return 0;
+}
+
+void exo_node_transport_detach(struct exo_node *node)
+{
+  if (node->rcv_ev)
+    event_free(node->rcv_ev);
+  if (node->hello_ev)
+    event_free(node->hello_ev);
+  node->rcv_ev = node->hello_ev = NULL;
+}
+
+int exo_node_transport_attach(struct exo_node *node)
+{
+  if (node->pull < 0)
+    return 0;
+  struct event_base *base = exo_loop_base(node->loops[0]);
+  node->rcv_ev = event_new(base, node->rcvfd, EV_READ | EV_PERSIST, on_readable, node);
+  node->hello_ev = event_new(base, -1, EV_PERSIST, hello_tick, node);
+  struct timeval tv = {.tv_sec = 0, .tv_usec = HELLO_FIRST_MS * 1000};
+  if (!node->rcv_ev || !node->hello_ev || event_add(node->rcv_ev, NULL) < 0 ||
+      event_add(node->hello_ev, &tv) < 0)
+    return -EIO;
   return 0;
 }
 
@@ -385,6 +471,10 @@ int exo_node_new_opts(const struct exo_node_opts *opts, struct exo_node **out, c
   node->mailbox_capacity = opts->mailbox_capacity ? opts->mailbox_capacity
                                                   : EXO_NODE_DEFAULT_MAILBOX;
   node->max_frame = opts->max_frame ? opts->max_frame : EXO_NODE_DEFAULT_MAX_FRAME;
+  exo_auth_random(&node->link_session, sizeof node->link_session);
+  node->link_session |= 1; /* never 0: 0 means "no session yet" */
+  node->watchdog_ms = opts->supervision.watchdog_ms ? opts->supervision.watchdog_ms
+                                                    : EXO_SUPERVISION_WATCHDOG_MS;
   node->peer_max_frames = opts->peer_max_frames ? opts->peer_max_frames
                                                 : EXO_NODE_DEFAULT_PEER_FRAMES;
   node->peer_max_bytes = opts->peer_max_bytes ? opts->peer_max_bytes : EXO_NODE_DEFAULT_PEER_BYTES;
@@ -401,6 +491,7 @@ int exo_node_new_opts(const struct exo_node_opts *opts, struct exo_node **out, c
       exo_errf(err, errlen, "node: loop %u: %s", i, strerror(-rc));
       goto fail;
     }
+    exo_loop_set_death_handler(node->loops[i], exo_node_loop_died, node); /* actor.c */
   }
   rc = exo_supervisor_new(&opts->supervision, &node->sup);
   if (rc < 0) {
@@ -516,6 +607,11 @@ int exo_node_start(struct exo_node *node, char *err, size_t errlen)
       return rc;
     }
   }
+  int rc = exo_node_watchdog_start(node, node->watchdog_ms); /* actor.c */
+  if (rc < 0) {
+    exo_errf(err, errlen, "stall watchdog: cannot start its thread: %s", strerror(-rc));
+    return rc;
+  }
   return 0;
 }
 
@@ -529,13 +625,8 @@ static void loop_stop_actors(struct exo_loop *loop, void *arg)
     exo_actor_run_stop(a);
     atomic_store(&a->status, EXO_ACTOR_DEAD);
   }
-  if (loop == node->loops[0]) {
-    if (node->rcv_ev)
-      event_free(node->rcv_ev);
-    if (node->hello_ev)
-      event_free(node->hello_ev);
-    node->rcv_ev = node->hello_ev = NULL;
-  }
+  if (loop == node->loops[0])
+    exo_node_transport_detach(node);
 }
 
 static void loop_done(struct exo_loop *loop, void *arg)
@@ -553,6 +644,7 @@ int exo_node_stop(struct exo_node *node, exo_node_done_fn done, void *arg)
     return -EALREADY;
   node->done = done;
   node->done_arg = arg;
+  exo_node_watchdog_stop(node); /* no-op on the watchdog's own thread (free joins it) */
   atomic_store(&node->loops_running, node->n_loops);
   bool started = atomic_load(&node->started);
   for (uint32_t i = 0; i < node->n_loops; i++) {
@@ -584,6 +676,7 @@ void exo_node_free(struct exo_node *node)
   if (!atomic_load(&node->stopping))
     exo_node_stop(node, NULL, NULL);
   exo_node_join(node);
+  exo_node_watchdog_stop(node);
   /* Loops hold boxes pointing at actors: free them first. A loop never started still
    * owns the node's events on its base. */
   if (node->rcv_ev)
@@ -727,5 +820,7 @@ void exo_node_stats(const struct exo_node *node, struct exo_node_stats *out)
   LD(frames_auth_failed);
   LD(frames_replayed);
   LD(frames_throttled);
+  LD(loop_deaths);
+  LD(loop_stalls);
 #undef LD
 }

@@ -36,7 +36,8 @@
 
 struct exo_node;
 
-/* Called when supervision gives up (on the failing actor's loop thread). The default
+/* Called when supervision gives up (on the failing actor's loop thread, or on the stall
+ * watchdog's thread for a stuck handler: it may call exo_node_stop, not free). The default
  * prints reason to stderr and _exit(EXO_EXIT_ESCALATED)s the process. */
 typedef void (*exo_node_escalate_fn)(struct exo_node *node, const char *reason, void *arg);
 typedef void (*exo_node_done_fn)(struct exo_node *node, void *arg);
@@ -64,6 +65,8 @@ struct exo_node_stats {
   uint64_t frames_auth_failed; /* dropped: missing/wrong MAC, no session (keyed cluster) */
   uint64_t frames_replayed;    /* dropped: link sequence number already seen or too old */
   uint64_t frames_throttled;   /* dropped: sender over its in-flight frames/bytes bound */
+  uint64_t loop_deaths;        /* loops that died (restarted on a fresh thread unless escalated) */
+  uint64_t loop_stalls;        /* handlers past the watchdog (each escalated) */
 };
 
 /* Test and diagnostic hook: sees each received frame (len bytes) before any check, on

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 
 #include "runtime/auth.h"
+#include "runtime/link.h"
 #include "runtime/loop.h"
 #include "runtime/node.h"
 #include "runtime/supervisor.h"
@@ -73,6 +74,18 @@ struct exo_link_auth {
   uint64_t recv_top, recv_mask; /* (loop 0) replay window: highest seq, 64 below it */
 };
 
+/* Link numbering of an unkeyed cluster (link.h). send_seq: any sender thread; the
+ * rest (loop 0). */
+struct exo_peer_link {
+  _Atomic uint64_t send_seq;  /* last link seq sent to this peer */
+  struct exo_link_window win; /* frames received from this peer's node id */
+  uint64_t session;           /* its process session id from its HELLO, 0: none yet */
+};
+
+/* Room every outgoing frame chunk gets past its payload, so a link trailer (12 bytes
+ * unkeyed, 40 keyed) is written in place instead of growing (copying) the chunk. */
+#define EXO_FRAME_SLACK 64u
+
 struct exo_peer {
   char *addr;
   int sock;                 /* NN_PUSH */
@@ -81,12 +94,14 @@ struct exo_peer {
   uint32_t hello_backoff_ms; /* (loop 0) */
   struct exo_link_auth la;    /* node_auth.c */
   struct exo_peer_inflight inflight; /* frames from this peer's node id */
+  struct exo_peer_link link;          /* unkeyed link numbering (node.c, link.h) */
 };
 
 struct exo_node_counters {
   _Atomic uint64_t local_sent, remote_sent, remote_received, delivered, mailbox_full,
       send_failed, frames_malformed, frames_misrouted, dropped_dead, restarts, escalations,
       handler_failures, frames_auth_failed, frames_replayed, frames_throttled;
+  _Atomic uint64_t loop_deaths, loop_stalls; /* actor.c: dead loops, watchdog reports */
 };
 
 struct exo_node {
@@ -125,6 +140,10 @@ struct exo_node {
   uint32_t peer_max_frames;
   uint64_t peer_max_bytes;
   struct exo_peer_inflight unknown_inflight;
+  struct exo_node_watchdog *wd; /* actor.c: stall watchdog thread, NULL when not running */
+  uint32_t watchdog_ms;         /* stall limit (supervision.watchdog_ms) */
+  uint64_t link_session;        /* random per process, announced in HELLO (unkeyed) */
+  int rcvfd;                    /* NN_RCVFD of pull (exo_node_transport_attach) */
   exo_node_tap_fn tap; /* tests: sees every received frame before any check */
   void *tap_arg;
 };
@@ -142,6 +161,16 @@ void exo_msg_box_free(struct exo_msg_box *box);
 int exo_actor_run_init(struct exo_actor *a, char *err, size_t errlen);
 /* Stops an incarnation: timers, stop handler, state zeroed. (loop) */
 void exo_actor_run_stop(struct exo_actor *a);
+/* Death handler of every loop of a node (exo_loop_set_death_handler; arg: the node):
+ * supervision of the dead loop's actors on a fresh thread (runtime/loop.h). */
+int exo_node_loop_died(struct exo_loop *loop, int why, void *arg);
+/* The stall watchdog (exo_node_start / exo_node_stop). stop: NULL-safe, joins. */
+int exo_node_watchdog_start(struct exo_node *node, uint32_t limit_ms);
+void exo_node_watchdog_stop(struct exo_node *node);
+/* node.c: loop 0's transport events (NN_RCVFD watcher, HELLO timer): detach frees them
+ * (before loop 0's base is renewed), attach re-creates them on the current base. */
+void exo_node_transport_detach(struct exo_node *node);
+int exo_node_transport_attach(struct exo_node *node);
 /* Sends a sealed-or-not frame to a remote node. Takes frame (nn chunk). node.c */
 int exo_node_send_remote(struct exo_node *node, uint32_t node_id, void *frame, size_t total);
 

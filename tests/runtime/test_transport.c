@@ -1,6 +1,8 @@
 /* tests/runtime/test_transport.c: nodes in two processes over ipc and tcp (HELLO, round
  * trips, a 4 MiB tensor both ways over tcp arriving intact) and a node fed malformed raw
- * nanomsg frames (dropped, counted, no crash, later frames still delivered).
+ * nanomsg frames (dropped, counted, no crash, later frames still delivered); per-link
+ * sequence numbers: duplicates and too-old replays dropped and counted, never delivered,
+ * frames from a sender without a HELLO dropped, a new session (restart) numbers anew.
  * The test re-executes itself as the second process: `test_transport child ...`.
  * Suite integration. Ports: random high ports, retried on EADDRINUSE. */
 #include <errno.h>
@@ -15,6 +17,7 @@
 #include <nanomsg/nn.h>
 #include <nanomsg/pipeline.h>
 
+#include "runtime/link.h"
 #include "runtime/node.h"
 #include "tests/test.h"
 
@@ -246,6 +249,33 @@ static void test_two_processes_tcp_with_4mib_tensor(void)
   two_processes("tcp", true);
 }
 
+/* A raw sender posing as node 2: frames are [envelope][link trailer] (runtime/link.h). */
+static size_t raw_frame(uint8_t *buf, size_t cap, const struct exo_envelope *env,
+                        const void *payload, size_t len, uint64_t seq)
+{
+  size_t body = EXO_ENVELOPE_HEADER_SIZE + len;
+  if (body + EXO_LINK_TRAILER > cap)
+    return 0;
+  if (len)
+    memcpy(exo_envelope_payload(buf), payload, len);
+  if (exo_envelope_seal(env, buf, body) < 0)
+    return 0;
+  exo_link_trailer_write(buf, body, seq);
+  return body + EXO_LINK_TRAILER;
+}
+
+static int raw_hello(int raw, uint64_t session)
+{
+  uint8_t pl[9 + 64], f[256];
+  int n = snprintf((char *)pl + 9, 64, "ipc:///tmp/exo-test-nobody-%d.ipc", (int)getpid());
+  pl[0] = 0; /* no reply wanted */
+  for (int i = 0; i < 8; i++)
+    pl[1 + i] = (uint8_t)(session >> (8 * i));
+  struct exo_envelope env = {.type = EXO_MSG_HELLO, .src = {2, 0}};
+  size_t len = raw_frame(f, sizeof f, &env, pl, 9 + (size_t)n, 0);
+  return nn_send(raw, f, len, 0) == (int)len ? 0 : -1;
+}
+
 static void test_malformed_frames_dropped(void)
 {
   atomic_store(&pongs, 0);
@@ -261,33 +291,94 @@ static void test_malformed_frames_dropped(void)
   CHECK(raw >= 0 && nn_connect(raw, addr) >= 0);
   int tmo = 2000;
   nn_setsockopt(raw, NN_SOL_SOCKET, NN_SNDTIMEO, &tmo, sizeof tmo);
-  uint8_t junk[EXO_ENVELOPE_HEADER_SIZE + 4];
+  uint8_t junk[EXO_ENVELOPE_HEADER_SIZE + 4 + EXO_LINK_TRAILER];
   memset(junk, 0xAB, sizeof junk);
   CHECK(nn_send(raw, junk, 7, 0) == 7);                         /* too short */
-  CHECK(nn_send(raw, junk, sizeof junk, 0) == (int)sizeof junk); /* bad magic */
-  /* A well-formed frame with one payload byte flipped after sealing: bad CRC. */
+  CHECK(nn_send(raw, junk, sizeof junk, 0) == (int)sizeof junk); /* bad magic / trailer */
   uint32_t v = 0;
   struct exo_envelope env = {.type = MSG_QUIT, .src = {2, exo_actor_id("pong")},
                              .dst = exo_actor_addr(ping)};
-  memcpy(exo_envelope_payload(junk), &v, sizeof v);
-  CHECK_INT_EQ(exo_envelope_seal(&env, junk, sizeof junk), 0);
+  /* Well formed, but node 2 sent no HELLO: no link to number it against. */
+  CHECK(raw_frame(junk, sizeof junk, &env, &v, sizeof v, 1) == sizeof junk);
+  CHECK(nn_send(raw, junk, sizeof junk, 0) == (int)sizeof junk);
+  CHECK_INT_EQ(raw_hello(raw, 0x1234), 0);
+  /* One payload byte flipped after sealing: bad CRC. */
+  CHECK(raw_frame(junk, sizeof junk, &env, &v, sizeof v, 2) == sizeof junk);
   junk[EXO_ENVELOPE_HEADER_SIZE] ^= 1;
+  CHECK(nn_send(raw, junk, sizeof junk, 0) == (int)sizeof junk);
+  /* A bit of the link seq flipped: the trailer check catches it. */
+  CHECK(raw_frame(junk, sizeof junk, &env, &v, sizeof v, 3) == sizeof junk);
+  junk[EXO_ENVELOPE_HEADER_SIZE + 4] ^= 0x10;
   CHECK(nn_send(raw, junk, sizeof junk, 0) == (int)sizeof junk);
   /* To an actor that does not exist: misrouted. */
   env.dst.actor = exo_actor_id("nobody");
-  junk[EXO_ENVELOPE_HEADER_SIZE] ^= 1;
-  CHECK_INT_EQ(exo_envelope_seal(&env, junk, sizeof junk), 0);
+  CHECK(raw_frame(junk, sizeof junk, &env, &v, sizeof v, 4) == sizeof junk);
   CHECK(nn_send(raw, junk, sizeof junk, 0) == (int)sizeof junk);
   /* Then a good one: still delivered. */
   env.dst = exo_actor_addr(ping);
-  CHECK_INT_EQ(exo_envelope_seal(&env, junk, sizeof junk), 0);
+  CHECK(raw_frame(junk, sizeof junk, &env, &v, sizeof v, 5) == sizeof junk);
   CHECK(nn_send(raw, junk, sizeof junk, 0) == (int)sizeof junk);
   CHECK(wait_int(&pongs, 1, 5000));
   struct exo_node_stats st;
   exo_node_stats(node, &st);
-  CHECK_INT_EQ(st.frames_malformed, 3);
-  CHECK_INT_EQ(st.frames_misrouted, 1);
-  CHECK_INT_EQ(st.remote_received, 5);
+  CHECK_INT_EQ(st.frames_malformed, 4);
+  CHECK_INT_EQ(st.frames_misrouted, 2);
+  CHECK_INT_EQ(st.remote_received, 8);
+  nn_close(raw);
+  exo_node_free(node);
+  unlink(addr + 6);
+}
+
+/* Link numbering from node 2's side: each seq is delivered once whatever the order
+ * inside the window; repeats and frames older than the window are dropped and counted;
+ * a HELLO with a new session (node 2 restarted) starts the numbering over. */
+static void test_link_sequence_numbers(void)
+{
+  atomic_store(&pongs, 0);
+  struct exo_node *node = NULL;
+  char addr[128], err[256];
+  CHECK_INT_EQ(node_on_fresh_addr(6, "ipc", &node, addr, sizeof addr), 0);
+  if (!node)
+    return;
+  struct exo_actor *ping;
+  CHECK_INT_EQ(exo_node_spawn(node, "ping", &ping_kind, 0, NULL, &ping, err, sizeof err), 0);
+  CHECK_INT_EQ(exo_node_start(node, err, sizeof err), 0);
+  int raw = nn_socket(AF_SP, NN_PUSH);
+  CHECK(raw >= 0 && nn_connect(raw, addr) >= 0);
+  int tmo = 2000;
+  nn_setsockopt(raw, NN_SOL_SOCKET, NN_SNDTIMEO, &tmo, sizeof tmo);
+  CHECK_INT_EQ(raw_hello(raw, 77), 0);
+  uint8_t f[EXO_ENVELOPE_HEADER_SIZE + EXO_LINK_TRAILER];
+  struct exo_envelope env = {.type = MSG_QUIT, .src = {2, exo_actor_id("pong")},
+                             .dst = exo_actor_addr(ping)};
+  /* 1..5 out of order, 3 twice, 2 thrice: 5 delivered, 3 duplicates */
+  const uint64_t order[] = {2, 1, 3, 3, 5, 4, 2, 2};
+  for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+    size_t n = raw_frame(f, sizeof f, &env, NULL, 0, order[i]);
+    CHECK(nn_send(raw, f, n, 0) == (int)n);
+  }
+  CHECK(wait_int(&pongs, 5, 5000));
+  /* far ahead, then one that has left the window */
+  size_t n = raw_frame(f, sizeof f, &env, NULL, 0, 5000);
+  CHECK(nn_send(raw, f, n, 0) == (int)n);
+  n = raw_frame(f, sizeof f, &env, NULL, 0, 5000 - EXO_LINK_WINDOW);
+  CHECK(nn_send(raw, f, n, 0) == (int)n);
+  n = raw_frame(f, sizeof f, &env, NULL, 0, 5000 - EXO_LINK_WINDOW + 1); /* just inside */
+  CHECK(nn_send(raw, f, n, 0) == (int)n);
+  CHECK(wait_int(&pongs, 7, 5000));
+  /* same session again: no reset, 1 is still a replay; a new session: 1 is fresh */
+  CHECK_INT_EQ(raw_hello(raw, 77), 0);
+  n = raw_frame(f, sizeof f, &env, NULL, 0, 1);
+  CHECK(nn_send(raw, f, n, 0) == (int)n);
+  CHECK_INT_EQ(raw_hello(raw, 78), 0);
+  CHECK(nn_send(raw, f, n, 0) == (int)n);
+  CHECK(wait_int(&pongs, 8, 5000));
+  usleep(50 * 1000); /* anything extra would show up by now */
+  struct exo_node_stats st;
+  exo_node_stats(node, &st);
+  CHECK_INT_EQ(atomic_load(&pongs), 8);
+  CHECK_INT_EQ(st.frames_replayed, 5); /* 3, 2, 2, too old, replayed 1 */
+  CHECK_INT_EQ(st.frames_malformed, 0);
   nn_close(raw);
   exo_node_free(node);
   unlink(addr + 6);
@@ -306,6 +397,7 @@ int main(int argc, char **argv)
   }
   srand((unsigned)getpid() ^ (unsigned)time(NULL));
   EXO_RUN(test_malformed_frames_dropped);
+  EXO_RUN(test_link_sequence_numbers);
   EXO_RUN(test_two_processes_ipc);
   EXO_RUN(test_two_processes_tcp_with_4mib_tensor);
   return exo_test_result();
