@@ -9,5 +9,6 @@ int exo_cmd_check(int argc, char **argv);      /* cmd_check.c */
 int exo_cmd_generate(int argc, char **argv);   /* cmd_generate.c */
 int exo_cmd_run(int argc, char **argv);        /* cmd_run.c */
 int exo_cmd_keygen(int argc, char **argv);     /* cmd_keygen.c */
+int exo_cmd_convert(int argc, char **argv);    /* cmd_convert.c */
 
 #endif

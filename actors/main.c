@@ -19,6 +19,7 @@ static const struct exo_command exo_commands[] = {
   {"run", exo_cmd_run, "serve as one node of a cluster from a config file"},
   {"keygen", exo_cmd_keygen, "write a new cluster key file (authenticated clusters)"},
   {"make-model", exo_cmd_make_model, "write a seeded random model directory (tests, benchmarks)"},
+  {"convert", exo_cmd_convert, "rewrite a model directory as GGUF or as safetensors of another dtype"},
 };
 
 static void exo_print_usage(FILE *out)

@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include "tensor/dtype.h"
+#include "tensor/gguf.h"
+#include "tensor/model_internal.h"
 #include "tensor/safetensors.h"
 
 #define EXO_CFG "config.json"
@@ -39,6 +41,7 @@ struct exo_model_files {
   size_t n_files, cap_files;
   void **bufs;                   /* widened or realigned copies */
   size_t n_bufs, cap_bufs;
+  struct exo_gguf *gguf;         /* a GGUF model's one file (model_gguf.c), else NULL */
 };
 
 static char *exo_path_join(const char *dir, const char *name)
@@ -447,6 +450,8 @@ int exo_model_config_load(const char *dir, struct exo_model_config *cfg, char *e
                           size_t errlen)
 {
   int rc;
+  if (exo_model_path_is_gguf(dir))
+    return exo_model_config_load_gguf(dir, cfg, err, errlen);
   json_t *root = NULL, *gen = NULL;
   json_error_t jerr;
   char *path = exo_path_join(dir, EXO_CFG);
@@ -592,6 +597,19 @@ static int exo_files_keep(struct exo_model_files *f, void *buf)
   return 0;
 }
 
+struct exo_model_files *exo_model_files_new_gguf(struct exo_gguf *g)
+{
+  struct exo_model_files *f = calloc(1, sizeof *f);
+  if (f)
+    f->gguf = g;
+  return f;
+}
+
+int exo_model_files_keep(struct exo_model_files *f, void *buf)
+{
+  return exo_files_keep(f, buf);
+}
+
 static void exo_files_free(struct exo_model_files *f)
 {
   if (!f)
@@ -604,6 +622,7 @@ static void exo_files_free(struct exo_model_files *f)
   for (size_t i = 0; i < f->n_bufs; i++)
     free(f->bufs[i]);
   free(f->bufs);
+  exo_gguf_close(f->gguf);
   json_decref(f->weight_map);
   free(f->dir);
   free(f);
@@ -756,6 +775,10 @@ int exo_model_load(const char *dir, int layer_begin, int layer_end, struct exo_m
     err[0] = '\0';
   if (!m)
     return -ENOMEM;
+  if (exo_model_path_is_gguf(dir)) {
+    free(m);
+    return exo_model_load_gguf(dir, layer_begin, layer_end, out, err, errlen);
+  }
   if ((rc = exo_model_config_load(dir, &m->cfg, err, errlen)) < 0)
     goto fail;
   int L = m->cfg.n_layers;
