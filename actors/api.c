@@ -830,6 +830,11 @@ static void handle_metrics(struct api_state *s, struct evhttp_request *req)
                       "# TYPE exo_node_restarts_total counter\n"
                       "exo_node_restarts_total %" PRIu64 "\n",
                       st.mailbox_full, st.send_failed, st.delivered, st.restarts);
+  if (s->cluster)
+    evbuffer_add_printf(b, "# HELP exo_shard_kv_caches Requests holding a KV cache in this "
+                           "node's shard-worker.\n# TYPE exo_shard_kv_caches gauge\n"
+                           "exo_shard_kv_caches %" PRId64 "\n",
+                        exo_cluster_shard_requests(s->cluster));
   json_t *c = cluster_json(s);
   if (c) {
     json_t *nodes = json_object_get(c, "nodes"), *nd;

@@ -18,6 +18,7 @@ struct exo_cluster {
   struct exo_rcu_cell *map;     /* struct exo_live_map */
   pthread_mutex_t write_mu;
   _Atomic uint64_t max_epoch;
+  _Atomic int64_t shard_requests;
   uint32_t self;
   /* seen_ns per node id slot; ids are looked up linearly (<= EXO_CLUSTER_MAX_NODES) */
   _Atomic uint32_t seen_id[EXO_CLUSTER_MAX_NODES];
@@ -285,4 +286,14 @@ void exo_cluster_note_epoch(struct exo_cluster *c, uint64_t epoch)
   uint64_t cur = atomic_load(&c->max_epoch);
   while (cur < epoch && !atomic_compare_exchange_weak(&c->max_epoch, &cur, epoch))
     ;
+}
+
+void exo_cluster_shard_requests_add(struct exo_cluster *c, int delta)
+{
+  atomic_fetch_add_explicit(&c->shard_requests, delta, memory_order_relaxed);
+}
+
+int64_t exo_cluster_shard_requests(struct exo_cluster *c)
+{
+  return atomic_load_explicit(&c->shard_requests, memory_order_relaxed);
 }

@@ -85,6 +85,10 @@ void exo_cluster_touch(struct exo_cluster *c, uint32_t id);
 int exo_cluster_publish_map(struct exo_cluster *c, const struct exo_live_map *map);
 /* Highest map epoch this node has seen (live or offered), for a new coordinator. */
 uint64_t exo_cluster_max_epoch(struct exo_cluster *c);
+/* Requests holding a KV cache in this node's shard-worker (a gauge for /metrics: a
+ * finished or cancelled request must bring it back down on every node). */
+void exo_cluster_shard_requests_add(struct exo_cluster *c, int delta);
+int64_t exo_cluster_shard_requests(struct exo_cluster *c);
 void exo_cluster_note_epoch(struct exo_cluster *c, uint64_t epoch);
 
 #endif

@@ -25,6 +25,7 @@
 
 #include "actors/default_model.h"
 #include "actors/shard_worker.h"
+#include "actors/cluster.h"
 #include "runtime/log.h"
 #include "runtime/node.h"
 #include "tensor/forward.h"
@@ -130,6 +131,7 @@ struct shard_state {
   float *raw;     /* logits before sampling touched them (logprobs) */
   size_t raw_cap;
   uint64_t dropped; /* stale epoch, unknown request, malformed */
+  struct exo_cluster *cluster; /* NULL outside `exo-actors run` (its gauge is skipped) */
   bool ready_pending;        /* READY waits for routes (see try_ready) */
   struct exo_addr ready_to;  /* the MAP's sender */
   uint32_t ready_waited_ms;
@@ -140,8 +142,10 @@ struct shard_state {
 #define READY_POLL_MS 5
 #define READY_WAIT_MS 10000
 
-static void req_free(struct shard_req *r)
+static void req_free(struct shard_state *s, struct shard_req *r)
 {
+  if (r->used && s->cluster)
+    exo_cluster_shard_requests_add(s->cluster, -1);
   exo_kv_cache_free(r->kv);
   free(r->hist);
   memset(r, 0, sizeof *r);
@@ -171,6 +175,8 @@ static struct shard_req *req_get(struct shard_state *s, uint64_t id)
       return NULL;
     r->used = true;
     r->id = id;
+    if (s->cluster)
+      exo_cluster_shard_requests_add(s->cluster, 1);
     return r;
   }
   return NULL;
@@ -180,7 +186,7 @@ static void unload(struct shard_state *s)
 {
   for (unsigned i = 0; i < EXO_SHARD_MAX_REQS; i++)
     if (s->reqs[i].used)
-      req_free(&s->reqs[i]);
+      req_free(s, &s->reqs[i]);
   exo_sampler_free(s->sampler);
   exo_forward_scratch_free(s->scratch);
   exo_model_free(s->m);
@@ -194,10 +200,11 @@ static void unload(struct shard_state *s)
 static int shard_init(struct exo_actor *self, void *state, const struct exo_config *cfg,
                       const struct exo_actor_config *opts, char *err, size_t errlen)
 {
-  (void)self;
   struct shard_state *s = state;
   s->me = -1;
   s->model_default = cfg ? cfg->model : NULL;
+  s->cluster = exo_node_context(exo_actor_node(self)) ? exo_cluster_of(exo_actor_node(self))
+                                                      : NULL;
   if (opts && cfg) {
     static const char *const allowed[] = {"model", NULL};
     int rc = exo_config_check_options(cfg, opts, allowed, err, errlen);
@@ -529,7 +536,7 @@ static int run_step(struct exo_actor *self, struct shard_state *s, struct shard_
   if (rc) {
     SLOG(EXO_LOG_WARN, "request %" PRIu64 ": forward: %s", r->id, err);
     send_error(self, s, r->origin, r->id, rc);
-    req_free(r);
+    req_free(s, r);
     return 0;
   }
   struct exo_gen_stage *me = &stages[n_stages - 1];
@@ -554,7 +561,7 @@ static int run_step(struct exo_actor *self, struct shard_state *s, struct shard_
       SLOG(EXO_LOG_WARN, "HIDDEN to node %u: %s", s->next.node,
               strerror(-rc));
       send_error(self, s, r->origin, r->id, rc);
-      req_free(r);
+      req_free(s, r);
     }
     return 0;
   }
@@ -576,7 +583,7 @@ static int run_step(struct exo_actor *self, struct shard_state *s, struct shard_
                           r->sample_key, (int64_t)r->n_hist, &id);
   if (rc) {
     send_error(self, s, r->origin, r->id, rc);
-    req_free(r);
+    req_free(s, r);
     return 0;
   }
   uint64_t position = r->n_hist;
@@ -603,7 +610,7 @@ static int run_step(struct exo_actor *self, struct shard_state *s, struct shard_
   struct exo_addr origin = r->origin;
   uint64_t req_id = r->id;
   if (final)
-    req_free(r);
+    req_free(s, r);
   /* the first stage starts the next step at once; the origin only records */
   struct exo_addr dsts[2] = {s->first, origin};
   for (int i = 0; i < 2; i++) {
@@ -638,7 +645,7 @@ static int on_prompt(struct exo_actor *self, struct shard_state *s, const struct
   struct exo_addr origin = {exo_gen_get_u32(p + 52), exo_gen_get_u32(p + 56)};
   uint64_t req_id = msg->env.request_id;
   if (req_find(s, req_id)) { /* a re-issue: start over from the history */
-    req_free(req_find(s, req_id));
+    req_free(s, req_find(s, req_id));
   }
   struct shard_req *r = req_get(s, req_id);
   if (!r) {
@@ -670,12 +677,12 @@ static int on_prompt(struct exo_actor *self, struct shard_state *s, const struct
     SLOG(EXO_LOG_WARN, "PROMPT %" PRIu64 " refused (bad sampling params, max_tokens, "
             "n_done, logprobs or length %u)", req_id, n);
     send_error(self, s, origin, req_id, -EINVAL);
-    req_free(r);
+    req_free(s, r);
     return 0;
   }
   int32_t *tok = malloc((size_t)n * sizeof *tok);
   if (!tok) {
-    req_free(r);
+    req_free(s, r);
     return -ENOMEM;
   }
   for (uint32_t i = 0; i < n; i++) {
@@ -683,7 +690,7 @@ static int on_prompt(struct exo_actor *self, struct shard_state *s, const struct
     if (tok[i] < 0 || tok[i] >= s->m->cfg.vocab_size) {
       free(tok);
       send_error(self, s, origin, req_id, -EINVAL);
-      req_free(r);
+      req_free(s, r);
       return 0;
     }
   }
@@ -767,7 +774,7 @@ static int on_token(struct exo_actor *self, struct shard_state *s, const struct 
   }
   uint32_t flags = exo_gen_get_u32(p + 4);
   if (flags & EXO_GEN_TOKEN_FINAL) {
-    req_free(r);
+    req_free(s, r);
     return 0;
   }
   int32_t id = (int32_t)exo_gen_get_u32(p);
@@ -794,7 +801,7 @@ static int shard_message(struct exo_actor *self, void *state, const struct exo_m
   case EXO_GEN_MSG_CANCEL: {
     struct shard_req *r = req_find(s, msg->env.request_id);
     if (r)
-      req_free(r);
+      req_free(s, r);
     return 0;
   }
   case EXO_GEN_MSG_PROMPT:

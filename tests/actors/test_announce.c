@@ -96,7 +96,12 @@ static void node_id_persists(void)
   fputs("banana\n", f);
   fclose(f);
   CHECK_INT_EQ(exo_node_id_load_or_create(path, &b, err, sizeof err), -EINVAL);
-  CHECK_STR_CONTAINS(err, ":1:1: expected a non-zero decimal node id");
+  CHECK_STR_CONTAINS(err, ":1:1: expected a decimal node id in 1..2147483647");
+  CHECK(a <= 0x7fffffffu); /* ids >= 2^31 are clients' */
+  f = fopen(path, "w");
+  fputs("4294967295\n", f); /* a u32, but in the clients' range */
+  fclose(f);
+  CHECK_INT_EQ(exo_node_id_load_or_create(path, &b, err, sizeof err), -EINVAL);
   unlink(path);
   rmdir(dir);
 }
