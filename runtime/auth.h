@@ -26,9 +26,10 @@
 
 /* What a tag is for; part of the MAC input. Values never change (wire contract). */
 enum exo_auth_domain {
-  EXO_AUTH_DOMAIN_FRAME = 1,     /* inter-node envelope frames (runtime/node.c) */
+  EXO_AUTH_DOMAIN_FRAME = 1,     /* reserved (v1 frames use per-link tags, below) */
   EXO_AUTH_DOMAIN_HELLO = 2,     /* HELLO handshake frames (runtime/node.c) */
   EXO_AUTH_DOMAIN_DISCOVERY = 3, /* UDP discovery announcements (actors/discovery.c) */
+  EXO_AUTH_DOMAIN_LINK = 4,      /* per-link subkeys (exo_auth_link_key) */
   EXO_AUTH_DOMAIN_TEST = 255,    /* tests only */
 };
 
@@ -75,6 +76,27 @@ int exo_auth_sign(const struct exo_auth *auth, enum exo_auth_domain domain, void
                   size_t cap, size_t *out_len);
 int exo_auth_open(const struct exo_auth *auth, enum exo_auth_domain domain, const void *buf,
                   size_t len, size_t *data_len);
+
+/* ---- per-link frame tags --------------------------------------------------------
+ * Bulk frames (hidden states of MiBs) use a subkey per direction of a link and
+ * XChaCha20-Poly1305 with an empty message and the frame as associated data: Poly1305
+ * runs ~6-10x faster than keyed BLAKE2b here (docs/SECURITY.md). The subkey is
+ * BLAKE2b-256(key, "exo-actors/v1" || domain LINK || sender session || receiver session),
+ * so it is fresh for every pair of process lifetimes; the 24-byte nonce is the link
+ * sequence number (u64 little-endian, then zeros), which a sender never repeats within a
+ * lifetime: (subkey, nonce) is never reused. */
+#define EXO_AUTH_LINK_KEY_BYTES 32u
+#define EXO_AUTH_LINK_TAG_BYTES 16u
+
+void exo_auth_link_key(const struct exo_auth *auth, const uint8_t sender[EXO_AUTH_SESSION_BYTES],
+                       const uint8_t receiver[EXO_AUTH_SESSION_BYTES],
+                       uint8_t out[EXO_AUTH_LINK_KEY_BYTES]);
+/* Tag over buf[0, len) under link_key and seq. */
+void exo_auth_link_tag(const uint8_t link_key[EXO_AUTH_LINK_KEY_BYTES], uint64_t seq,
+                       const void *buf, size_t len, uint8_t tag[EXO_AUTH_LINK_TAG_BYTES]);
+/* Returns 0 or -EBADMSG (constant time). */
+int exo_auth_link_verify(const uint8_t link_key[EXO_AUTH_LINK_KEY_BYTES], uint64_t seq,
+                         const void *buf, size_t len, const uint8_t tag[EXO_AUTH_LINK_TAG_BYTES]);
 
 /* Fills out with n random bytes (session ids, challenges). */
 void exo_auth_random(void *out, size_t n);

@@ -1,12 +1,14 @@
 /* runtime/node_auth.c: the keyed link layer of a node (docs/PROTOCOL.md, "Authenticated
  * clusters"). With a cluster key every inter-node frame ends in a trailer
- * [u64 link seq][32-byte MAC]; the MAC is checked before anything but the frame's type
- * and source node is read, then the link sequence number against a 64-frame replay
- * window. Must not trust a byte before its MAC verified, and must not block (loop 0).
+ * [u64 link seq][tag]; the tag is checked before anything but the frame's type and
+ * source node is read, then the link sequence number against a 64-frame replay window.
+ * Must not trust a byte before its tag verified, and must not block (loop 0).
  *
- * Sessions: each process draws a random 16-byte session id at start. Data-frame MACs
- * cover (sender session, receiver session, frame, seq), so a frame captured before
- * either side restarted never verifies again. A peer's session is adopted only from a
+ * Tags: HELLO: 32-byte keyed BLAKE2b under the cluster key. Other frames: 16-byte
+ * XChaCha20-Poly1305 tag (empty message, frame as associated data, seq as nonce) under a
+ * subkey of (sender session, receiver session) (auth.h), so a frame captured before
+ * either side restarted never verifies again.
+ * Sessions: each process draws a random 16-byte session id at start. A peer's session is adopted only from a
  * HELLO that echoes the challenge we sent it (fresh), so an old HELLO cannot roll a
  * session back and reopen a replay window:
  *   A->B HELLO{sA, cA, echo 0, want}  B->A HELLO{sB, cB, echo cA, want}  (A adopts sB)
@@ -26,7 +28,9 @@
 #include <nanomsg/nn.h>
 #include <sodium.h>
 
-#define TRAILER (8u + EXO_AUTH_MAC_BYTES)
+#define TRAILER (8u + EXO_AUTH_LINK_TAG_BYTES)           /* data frames */
+#define HELLO_TRAILER (8u + EXO_AUTH_MAC_BYTES)          /* HELLO */
+_Static_assert(TRAILER <= EXO_FRAME_SLACK, "keyed trailer must fit the frame slack");
 #define SESS EXO_AUTH_SESSION_BYTES
 /* keyed HELLO payload: [u8 want_reply][session][challenge][echo][listen address] */
 #define HELLO_FIXED (1u + 3u * SESS)
@@ -111,24 +115,12 @@ static void auth_drop(struct exo_node *node, _Atomic uint64_t *counter, const ch
   node->auth_log_next_ms = now + LOG_INTERVAL_MS;
 }
 
-static void frame_mac(const struct exo_node *node, const struct exo_peer *p, const void *frame,
-                      size_t body, bool sending, uint8_t mac[EXO_AUTH_MAC_BYTES])
-{
-  /* (sender session, receiver session, header + payload + seq) */
-  struct exo_auth_part parts[3] = {
-      {sending ? node->session : p->la.peer_session, SESS},
-      {sending ? p->la.peer_session : node->session, SESS},
-      {frame, body},
-  };
-  exo_auth_mac(node->auth, EXO_AUTH_DOMAIN_FRAME, parts, 3, mac);
-}
-
 void *exo_node_auth_hello_frame(struct exo_node *node, struct exo_peer *p, bool want_reply,
                                 size_t *len)
 {
   size_t alen = strlen(node->listen);
   size_t plen = HELLO_FIXED + alen;
-  size_t total = EXO_ENVELOPE_HEADER_SIZE + plen + TRAILER;
+  size_t total = EXO_ENVELOPE_HEADER_SIZE + plen + HELLO_TRAILER;
   uint8_t *frame = nn_allocmsg(total, 0);
   if (!frame)
     return NULL;
@@ -153,17 +145,18 @@ void *exo_node_auth_hello_frame(struct exo_node *node, struct exo_peer *p, bool 
 
 int exo_node_auth_seal(struct exo_node *node, struct exo_peer *p, void **frame, size_t total)
 {
+  (void)node; /* the link's subkeys live in p */
   if (!p->la.confirmed)
     return -EHOSTUNREACH;
-  /* nanomsg chunks shrink in place but grow by copying; a frame is sent once, so the
-   * copy is the cost of the trailer (see docs/SECURITY.md). */
+  /* Chunks from exo_msg_alloc/send carry EXO_FRAME_SLACK spare bytes (>= TRAILER), so
+   * this trims in place; a chunk without slack would be copied by nanomsg. */
   uint8_t *f = nn_reallocmsg(*frame, total + TRAILER);
   if (!f)
     return -ENOMEM;
   *frame = f;
   uint64_t seq = atomic_fetch_add_explicit(&p->la.send_seq, 1, memory_order_relaxed) + 1;
   put_le64(f + total, seq);
-  frame_mac(node, p, f, total + 8, true, f + total + 8);
+  exo_auth_link_tag(p->la.send_key, seq, f, total, f + total + 8);
   return 0;
 }
 
@@ -209,8 +202,13 @@ int exo_node_auth_receive(struct exo_node *node, void *frame, size_t *len)
   /* Only these two fixed-offset fields are read before the MAC is checked. */
   uint16_t type = (uint16_t)(f[4] | f[5] << 8);
   uint32_t src = le32(f + 16);
-  size_t body = n - EXO_AUTH_MAC_BYTES;
   if (type == EXO_MSG_HELLO) {
+    if (n < EXO_ENVELOPE_HEADER_SIZE + HELLO_TRAILER) {
+      auth_drop(node, &node->c.frames_auth_failed, "HELLO claiming node %u: %zu bytes, too short "
+                                                   "for a keyed HELLO (no key?)", src, n);
+      return -EBADMSG;
+    }
+    size_t body = n - EXO_AUTH_MAC_BYTES;
     struct exo_auth_part part = {f, body};
     if (exo_auth_verify(node->auth, EXO_AUTH_DOMAIN_HELLO, &part, 1, f + body) < 0) {
       /* the address is only what the unverified payload claims */
@@ -227,9 +225,10 @@ int exo_node_auth_receive(struct exo_node *node, void *frame, size_t *len)
                 addr);
       return -EBADMSG;
     }
-    *len = n - TRAILER;
+    *len = n - HELLO_TRAILER;
     return 0;
   }
+  size_t body = n - TRAILER; /* header + payload */
   pthread_rwlock_rdlock(&node->peers_mu);
   struct exo_peer *p = peer_by_id_locked(node, src);
   int rc = 0;
@@ -239,10 +238,8 @@ int exo_node_auth_receive(struct exo_node *node, void *frame, size_t *len)
               "type %u claiming node %u: no authenticated session with that node", type, src);
     return -EBADMSG;
   }
-  uint8_t want[EXO_AUTH_MAC_BYTES];
-  frame_mac(node, p, f, body, false, want);
-  uint64_t seq = le64(f + body - 8);
-  if (sodium_memcmp(want, f + body, EXO_AUTH_MAC_BYTES) != 0) {
+  uint64_t seq = le64(f + body);
+  if (exo_auth_link_verify(p->la.recv_key, seq, f, body, f + body + 8) < 0) {
     rc = -EBADMSG;
   } else if (!window_accept(&p->la, seq)) {
     rc = -EALREADY;
@@ -298,6 +295,8 @@ void exo_node_auth_hello_received(struct exo_node *node, const struct exo_envelo
     if (!p->la.confirmed || memcmp(p->la.peer_session, sess, SESS) != 0) {
       memcpy(p->la.peer_session, sess, SESS);
       p->la.recv_top = p->la.recv_mask = 0; /* a new session numbers from 1 again */
+      exo_auth_link_key(node->auth, node->session, sess, p->la.send_key);
+      exo_auth_link_key(node->auth, sess, node->session, p->la.recv_key);
     }
     p->la.confirmed = true;
     exo_auth_random(p->la.my_challenge, SESS); /* each challenge proves freshness once */

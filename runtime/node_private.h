@@ -70,6 +70,8 @@ struct exo_link_auth {
   uint8_t peer_session[EXO_AUTH_SESSION_BYTES];     /* its process session id */
   uint8_t my_challenge[EXO_AUTH_SESSION_BYTES];     /* the peer must echo this */
   uint8_t their_challenge[EXO_AUTH_SESSION_BYTES];  /* we echo this back */
+  uint8_t send_key[EXO_AUTH_LINK_KEY_BYTES];        /* subkey (our session, its session) */
+  uint8_t recv_key[EXO_AUTH_LINK_KEY_BYTES];        /* subkey (its session, our session) */
   _Atomic uint64_t send_seq;                        /* last link sequence number sent */
   uint64_t recv_top, recv_mask; /* (loop 0) replay window: highest seq, 64 below it */
 };

@@ -172,6 +172,23 @@ static void test_auth_buffers(void)
   CHECK_INT_EQ(exo_auth_open(a, EXO_AUTH_DOMAIN_DISCOVERY, dg, 10, &dl), -EBADMSG);
   dg[3] ^= 1;
   CHECK_INT_EQ(exo_auth_open(a, EXO_AUTH_DOMAIN_DISCOVERY, dg, sizeof dg, &dl), -EBADMSG);
+  /* per-link tags: bound to the subkey (both sessions, in order) and the seq */
+  uint8_t s1[EXO_AUTH_SESSION_BYTES] = {1}, s2[EXO_AUTH_SESSION_BYTES] = {2};
+  uint8_t k12[EXO_AUTH_LINK_KEY_BYTES], k21[EXO_AUTH_LINK_KEY_BYTES], kb[EXO_AUTH_LINK_KEY_BYTES];
+  uint8_t tag[EXO_AUTH_LINK_TAG_BYTES];
+  exo_auth_link_key(a, s1, s2, k12);
+  exo_auth_link_key(a, s2, s1, k21);
+  exo_auth_link_key(b, s1, s2, kb);
+  CHECK(memcmp(k12, k21, sizeof k12) != 0 && memcmp(k12, kb, sizeof k12) != 0);
+  exo_auth_link_tag(k12, 5, msg, sizeof msg, tag);
+  CHECK_INT_EQ(exo_auth_link_verify(k12, 5, msg, sizeof msg, tag), 0);
+  CHECK_INT_EQ(exo_auth_link_verify(k12, 6, msg, sizeof msg, tag), -EBADMSG);
+  CHECK_INT_EQ(exo_auth_link_verify(k21, 5, msg, sizeof msg, tag), -EBADMSG);
+  CHECK_INT_EQ(exo_auth_link_verify(kb, 5, msg, sizeof msg, tag), -EBADMSG);
+  CHECK_INT_EQ(exo_auth_link_verify(k12, 5, msg, sizeof msg - 1, tag), -EBADMSG);
+  msg[99] ^= 0x80;
+  CHECK_INT_EQ(exo_auth_link_verify(k12, 5, msg, sizeof msg, tag), -EBADMSG);
+  msg[99] ^= 0x80;
   char fa[17], fb[17];
   exo_auth_fingerprint(a, fa);
   exo_auth_fingerprint(b, fb);
