@@ -87,6 +87,8 @@ static int write_config(const struct exo_local_cluster *c, int i,
     fprintf(f, ", ranges: \"%s\"", o->ranges);
   fprintf(f, "}\n  - name: origin\n    kind: origin\n    loop: 0\n"
              "  - name: shard\n    kind: shard-worker\n    loop: 1\n");
+  if (o->wire_dtype)
+    fprintf(f, "    options: {wire_dtype: %s}\n", o->wire_dtype);
   if (fclose(f)) {
     int e = errno;
     snprintf(err, errlen, "%s: %s", path, strerror(e));

@@ -29,6 +29,7 @@
 #include "runtime/log.h"
 #include "runtime/node.h"
 #include "tensor/forward.h"
+#include "tensor/matmul.h"
 #include "tensor/model.h"
 #include "tensor/sample.h"
 
@@ -132,6 +133,7 @@ struct shard_state {
   size_t raw_cap;
   uint64_t dropped; /* stale epoch, unknown request, malformed */
   struct exo_cluster *cluster; /* NULL outside `exo-actors run` (its gauge is skipped) */
+  bool wire_f16;               /* HIDDEN sent as f16 (option wire_dtype) */
   bool ready_pending;        /* READY waits for routes (see try_ready) */
   struct exo_addr ready_to;  /* the MAP's sender */
   uint32_t ready_waited_ms;
@@ -206,13 +208,24 @@ static int shard_init(struct exo_actor *self, void *state, const struct exo_conf
   s->cluster = exo_node_context(exo_actor_node(self)) ? exo_cluster_of(exo_actor_node(self))
                                                       : NULL;
   if (opts && cfg) {
-    static const char *const allowed[] = {"model", NULL};
+    static const char *const allowed[] = {"model", "wire_dtype", NULL};
     int rc = exo_config_check_options(cfg, opts, allowed, err, errlen);
     if (rc)
       return rc;
     if ((rc = exo_config_option_str(cfg, opts, "model", s->model_default, &s->model_default,
                                     err, errlen)))
       return rc;
+    const char *wd = "f32";
+    if ((rc = exo_config_option_str(cfg, opts, "wire_dtype", wd, &wd, err, errlen)))
+      return rc;
+    if (strcmp(wd, "f32") && strcmp(wd, "f16")) {
+      const struct exo_config_option *o = exo_config_option(opts, "wire_dtype");
+      snprintf(err, errlen, "%s:%d:%d: actors.%s.options.wire_dtype: expected f32 or f16, "
+               "got '%s'", cfg->path, o ? o->value_pos.line : 0, o ? o->value_pos.col : 0,
+               opts->name, wd);
+      return -EINVAL;
+    }
+    s->wire_f16 = !strcmp(wd, "f16");
   }
   return 0;
 }
@@ -542,7 +555,8 @@ static int run_step(struct exo_actor *self, struct shard_state *s, struct shard_
   struct exo_gen_stage *me = &stages[n_stages - 1];
   if (!s->is_last) {
     me->compute_ns = exo_gen_now_ns() - t0;
-    size_t len = EXO_GEN_HIDDEN_HEAD + rows * cols * sizeof(float);
+    size_t esz = s->wire_f16 ? sizeof(uint16_t) : sizeof(float);
+    size_t len = EXO_GEN_HIDDEN_HEAD + rows * cols * esz;
     uint8_t *p = exo_msg_alloc(len);
     if (!p)
       return -ENOMEM;
@@ -551,7 +565,12 @@ static int run_step(struct exo_actor *self, struct shard_state *s, struct shard_
     exo_gen_put_u32(p + 8, (uint32_t)H);
     exo_gen_put_u32(p + 12, n_stages);
     exo_gen_put_stages(p + 16, stages, n_stages);
-    memcpy(p + EXO_GEN_HIDDEN_HEAD, s->out, rows * cols * sizeof(float));
+    if (s->wire_f16)
+      exo_f16_pack(s->out, (uint16_t *)(void *)(p + EXO_GEN_HIDDEN_HEAD), rows * cols);
+    else
+      memcpy(p + EXO_GEN_HIDDEN_HEAD, s->out, rows * cols * sizeof(float));
+    exo_gen_put_u32(p + 24 + EXO_GEN_STAGES_WIRE, s->wire_f16 ? EXO_GEN_WIRE_F16 : EXO_GEN_WIRE_F32);
+    exo_gen_put_u32(p + 28 + EXO_GEN_STAGES_WIRE, 0);
     exo_gen_put_u64(p + 16 + EXO_GEN_STAGES_WIRE, exo_gen_now_ns());
     struct exo_envelope env = {.type = EXO_GEN_MSG_HIDDEN, .dst = s->next, .epoch = s->epoch,
                                .request_id = r->id, .seq = (uint64_t)pos};
@@ -731,10 +750,12 @@ static int on_hidden(struct exo_actor *self, struct shard_state *s, const struct
     return 0;
   }
   uint32_t pos = exo_gen_get_u32(p), rows = exo_gen_get_u32(p + 4), H = exo_gen_get_u32(p + 8),
-           n_st = exo_gen_get_u32(p + 12);
+           n_st = exo_gen_get_u32(p + 12), dtype = exo_gen_get_u32(p + 24 + EXO_GEN_STAGES_WIRE);
   if (s->is_first || rows < 1 || rows > (1u << 20) || H != (uint32_t)s->m->cfg.hidden_size ||
       n_st < 1 || n_st >= EXO_GEN_MAX_STAGES || pos > INT_MAX ||
-      len != EXO_GEN_HIDDEN_HEAD + (size_t)rows * H * sizeof(float)) {
+      dtype > EXO_GEN_WIRE_F16 ||
+      len != EXO_GEN_HIDDEN_HEAD + (size_t)rows * H *
+                 (dtype == EXO_GEN_WIRE_F16 ? sizeof(uint16_t) : sizeof(float))) {
     SLOG(EXO_LOG_WARN, "malformed HIDDEN (%zu bytes) dropped", len);
     s->dropped++;
     return 0;
@@ -755,7 +776,10 @@ static int on_hidden(struct exo_actor *self, struct shard_state *s, const struct
   size_t nf = (size_t)rows * H;
   if (grow(&s->in, &s->in_cap, nf))
     return -ENOMEM;
-  memcpy(s->in, p + EXO_GEN_HIDDEN_HEAD, nf * sizeof(float)); /* frames are not float-aligned */
+  if (dtype == EXO_GEN_WIRE_F16) /* exo_f16_unpack reads unaligned sources */
+    exo_f16_unpack((const uint16_t *)(const void *)(p + EXO_GEN_HIDDEN_HEAD), s->in, nf);
+  else
+    memcpy(s->in, p + EXO_GEN_HIDDEN_HEAD, nf * sizeof(float)); /* frames are not float-aligned */
   return run_step(self, s, r, NULL, s->in, (int)rows, (int)pos, st, n_st + 1);
 }
 

@@ -61,8 +61,11 @@ struct exo_gen_stage {
 #define EXO_GEN_PROMPT_HEAD 72u
 #define EXO_GEN_PROMPT_F_LOGPROBS 1u
 /* HIDDEN payload: u32 position, u32 rows, u32 hidden, u32 n_stages, stages, u64 sent_ns,
- * then rows x hidden f32 (starts 16-byte aligned within the frame). */
-#define EXO_GEN_HIDDEN_HEAD (16u + EXO_GEN_STAGES_WIRE + 8u)
+ * u32 dtype (EXO_GEN_WIRE_*), u32 0, then rows x hidden values of that dtype (16-byte
+ * aligned within the frame). f16 halves the bytes per hop; the receiver widens to f32. */
+#define EXO_GEN_HIDDEN_HEAD (16u + EXO_GEN_STAGES_WIRE + 16u)
+#define EXO_GEN_WIRE_F32 0u
+#define EXO_GEN_WIRE_F16 1u
 /* TOKEN payload: i32 token, u32 flags, u64 position, u64 sent_ns, u32 n_stages, u32 0,
  * stages (EXO_GEN_STAGES_WIRE bytes), then with EXO_GEN_TOKEN_LOGPROBS: f32 logprob of the
  * token, u32 n_top, n_top x (i32 id, f32 logprob). position = index of the token in the
@@ -88,7 +91,7 @@ void exo_gen_get_stages(const uint8_t *p, struct exo_gen_stage *s, uint32_t n);
 uint64_t exo_gen_now_ns(void); /* CLOCK_MONOTONIC */
 
 /* The kind. Options: `model` (directory, default the config's `model`; MAP may name
- * another). The range comes from MAP messages, so one set of running nodes serves any
+ * another), `wire_dtype` (f32 | f16: the hidden states this shard sends; default f32). The range comes from MAP messages, so one set of running nodes serves any
  * partition (and any model) without restarting. */
 extern const struct exo_actor_kind exo_shard_worker_kind;
 

@@ -127,7 +127,13 @@ static void stop_cluster(void)
 }
 
 /* n nodes serving model (NULL: none configured), connected to by the client. */
+static int start_cluster_wire(const char *model, int n, const char *wire_dtype);
 static int start_cluster(const char *model, int n)
+{
+  return start_cluster_wire(model, n, NULL);
+}
+
+static int start_cluster_wire(const char *model, int n, const char *wire_dtype)
 {
   char err[512], exe[PATH_MAX];
   const char *build = getenv("EXO_BUILD_ROOT");
@@ -139,7 +145,8 @@ static int start_cluster(const char *model, int n)
     return -1;
   }
   struct exo_local_cluster_opts o = {.exe = exe, .n_nodes = n, .first_id = FIRST_ID,
-                                     .model = model, .strategy = "even"};
+                                     .model = model, .strategy = "even",
+                                     .wire_dtype = wire_dtype};
   if (exo_local_cluster_start(&o, &cluster, err, sizeof err)) {
     fprintf(stderr, "cluster: %s\n", err);
     return -1;
@@ -331,12 +338,48 @@ static void no_model_serves_demo(void)
   stop_cluster();
 }
 
+/* Hidden states as f16 on the wire (half the bytes per hop): the fixtures' greedy ids hold
+ * on 3 nodes for both models. */
+static void f16_wire_keeps_greedy_ids(void)
+{
+  const char *names[] = {"tiny-llama", "tiny-qwen2"};
+  for (int m = 0; m < 2; m++) {
+    struct fixture f;
+    CHECK(load_fixture(names[m], &f) == 0);
+    if (start_cluster_wire(f.dir, 3, "f16")) {
+      CHECK(!"cluster started");
+      stop_cluster();
+      return;
+    }
+    const int parts_llama[] = {1, 2, 1}, parts_qwen[] = {1, 1, 1};
+    char err[512] = "";
+    CHECK_INT_EQ(map_parts(m ? parts_qwen : parts_llama, 3, err, sizeof err), 0);
+    struct exo_sample_params sp;
+    exo_sample_params_default(&sp);
+    struct exo_client_result res;
+    int rc = generate(1, &f, &sp, f.n_want, &res, err, sizeof err);
+    if (rc)
+      fprintf(stderr, "f16 wire %s: %s\n", names[m], err);
+    CHECK_INT_EQ(rc, 0);
+    CHECK_INT_EQ(res.n_ids, f.n_want);
+    size_t same = 0;
+    while (same < res.n_ids && same < f.n_want && res.ids[same] == f.want[same])
+      same++;
+    if (same != f.n_want)
+      fprintf(stderr, "f16 wire %s: ids differ from token %zu on\n", names[m], same);
+    CHECK_INT_EQ(same, f.n_want);
+    exo_client_result_fini(&res);
+    stop_cluster();
+  }
+}
+
 int main(void)
 {
   double t0 = now_s();
   EXO_RUN(greedy_tiny_llama);
   EXO_RUN(greedy_tiny_qwen2);
   EXO_RUN(no_model_serves_demo);
+  EXO_RUN(f16_wire_keeps_greedy_ids);
   fprintf(stderr, "# %d partitions checked in %.1f s\n", n_partitions_checked, now_s() - t0);
   return exo_test_result();
 }
