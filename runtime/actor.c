@@ -6,6 +6,7 @@
  * by an atomic count (`queued`) reserved before the enqueue. One queue per loop instead
  * of one per actor keeps the wake-up path to a single eventfd per loop and FIFO order
  * per sender; the bound is still per actor. */
+#include "runtime/fault.h"
 #include "runtime/log.h"
 #include "runtime/node_private.h"
 
@@ -116,9 +117,14 @@ static void box_run(struct exo_loop *loop, struct exo_loop_item *item)
     exo_msg_box_free(box);
     return;
   }
-  exo_loop_busy_enter(a->loop, a->name);
-  int rc = a->kind->message(a, a->state, &box->msg);
-  exo_loop_busy_leave(a->loop);
+  int rc;
+  if (exo_fault_handler_fails(a->node, a->name)) { /* fail= (runtime/fault.h) */
+    rc = -EIO;
+  } else {
+    exo_loop_busy_enter(a->loop, a->name);
+    rc = a->kind->message(a, a->state, &box->msg);
+    exo_loop_busy_leave(a->loop);
+  }
   EXO_COUNT(a->node, delivered);
   exo_msg_box_free(box);
   after_handler(a, rc, "message");

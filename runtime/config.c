@@ -15,6 +15,7 @@
 #include <yaml.h>
 
 #include "runtime/envelope.h"
+#include "runtime/fault.h"
 #include "runtime/log.h"
 
 #define CONFIG_MAX_FILE (1u << 20)
@@ -301,7 +302,8 @@ static int get_address(struct walker *w, yaml_node_t *n, const char *field, char
 /* ---- schema walk ------------------------------------------------------------------ */
 
 static const char *const top_keys[] = {"cluster", "node",   "loops",       "model", "log",
-                                       "peers",   "actors", "supervision", "key",   NULL};
+                                       "peers",   "actors", "supervision", "key",   "faults",
+                                       NULL};
 static const char *const top_required[] = {"cluster", "node", NULL};
 static const char *const node_keys[] = {"id", "listen", NULL};
 static const char *const node_required[] = {"id", NULL};
@@ -536,6 +538,14 @@ static int top_pair(struct walker *w, void *ctx, yaml_node_t *k, yaml_node_t *v)
     return get_str(w, v, "cluster", &cfg->cluster);
   if (!strcmp(key, "model"))
     return get_str(w, v, "model", &cfg->model);
+  if (!strcmp(key, "faults")) { /* transport fault spec, checked here (runtime/fault.h) */
+    cfg->faults_pos = pos_of(v);
+    int rc = get_str(w, v, "faults", &cfg->faults);
+    char ferr[256];
+    if (rc == 0 && exo_faults_check(cfg->faults, ferr, sizeof ferr) < 0)
+      return fail_mark(w, v->start_mark, "%s", ferr);
+    return rc;
+  }
   if (!strcmp(key, "key")) { /* cluster key file (docs/SECURITY.md) */
     cfg->key_pos = pos_of(v);
     int rc = get_str(w, v, "key", &cfg->key);
@@ -754,6 +764,7 @@ void exo_config_free(struct exo_config *cfg)
   free(cfg->listen);
   free(cfg->model);
   free(cfg->log_level);
+  free(cfg->faults);
   free(cfg->key);
   free(cfg->key_path);
   free(cfg);
@@ -938,5 +949,10 @@ int exo_config_write(const struct exo_config *cfg, FILE *out)
   fprintf(out, "  watchdog_ms: %" PRIu32 "\n",
           cfg->supervision.watchdog_ms ? cfg->supervision.watchdog_ms
                                        : EXO_SUPERVISION_WATCHDOG_MS);
+  if (cfg->faults) {
+    fputs("faults: ", out);
+    write_scalar(out, cfg->faults);
+    fputc('\n', out);
+  }
   return ferror(out) ? -EIO : 0;
 }

@@ -59,6 +59,8 @@ struct exo_config {
   uint32_t loops;    /* 1..EXO_CONFIG_MAX_LOOPS, default 1 */
   char *model;       /* NULL when absent */
   char *log_level;   /* "error" | "warn" | "info" | "debug", NULL when absent */
+  char *faults;      /* `faults:` transport fault spec (runtime/fault.h), NULL: none */
+  struct exo_config_pos faults_pos;
   char *key;         /* `key:` as written (cluster key file), NULL: unauthenticated */
   char *key_path;    /* key resolved: a relative path is relative to the config's dir */
   struct exo_config_pos key_pos;

@@ -4,6 +4,7 @@
  * peer addresses to node ids. Must not block a loop (every nn_send is NN_DONTWAIT) and
  * must not trust a frame before exo_envelope_open accepted it. */
 #include "common/err.h"
+#include "runtime/fault.h"
 #include "runtime/node_private.h"
 
 #include <errno.h>
@@ -131,7 +132,7 @@ void *exo_node_context(struct exo_node *node)
   return node->ctx;
 }
 
-static int peer_send(struct exo_node *node, int sock, void *frame)
+int exo_node_peer_send(struct exo_node *node, int sock, void *frame)
 {
   if (nn_send(sock, &frame, NN_MSG, NN_DONTWAIT) < 0) {
     int e = errno;
@@ -180,7 +181,8 @@ int exo_node_send_remote(struct exo_node *node, uint32_t node_id, void *frame, s
     EXO_COUNT(node, send_failed);
     return -EHOSTUNREACH;
   }
-  return peer_send(node, sock, frame);
+  size_t wire = total + (node->auth ? 8u + EXO_AUTH_MAC_BYTES : EXO_LINK_TRAILER);
+  return exo_fault_send(node, node_id, sock, frame, wire); /* plain send when no faults */
 }
 
 /* HELLO payload: [u8 want_reply][u64 session][listen address], link seq 0. Periodic
@@ -425,6 +427,7 @@ static int transport_open(struct exo_node *node, char *err, size_t errlen)
 
 void exo_node_transport_detach(struct exo_node *node)
 {
+  exo_fault_detach(node); /* held frames and the fault file poll live on loop 0 too */
   if (node->rcv_ev)
     event_free(node->rcv_ev);
   if (node->hello_ev)
@@ -434,6 +437,7 @@ void exo_node_transport_detach(struct exo_node *node)
 
 int exo_node_transport_attach(struct exo_node *node)
 {
+  (void)exo_fault_attach(node);
   if (node->pull < 0)
     return 0;
   struct event_base *base = exo_loop_base(node->loops[0]);
@@ -498,6 +502,19 @@ int exo_node_new_opts(const struct exo_node_opts *opts, struct exo_node **out, c
     exo_errf(err, errlen, "node: supervision: intensity %u out of range 0..1024",
            opts->supervision.intensity);
     goto fail;
+  }
+  rc = exo_faults_new(node, &node->faults);
+  if (rc < 0)
+    goto fail;
+  {
+    const char *env = getenv("EXO_FAULTS"); /* the fault harness's switch (docs/CONFIG.md) */
+    const char *spec = env && env[0] ? env : opts->faults;
+    char ferr[256];
+    rc = spec ? exo_node_set_faults(node, spec, ferr, sizeof ferr) : 0;
+    if (rc < 0) {
+      exo_errf(err, errlen, "%s%s", spec == env ? "EXO_FAULTS: " : "", ferr);
+      goto fail;
+    }
   }
   if (opts->listen) {
     node->listen = strdup(opts->listen);
@@ -677,6 +694,7 @@ void exo_node_free(struct exo_node *node)
     exo_node_stop(node, NULL, NULL);
   exo_node_join(node);
   exo_node_watchdog_stop(node);
+  exo_fault_detach(node); /* loops joined: its timers on loop 0's base go first */
   /* Loops hold boxes pointing at actors: free them first. A loop never started still
    * owns the node's events on its base. */
   if (node->rcv_ev)
@@ -704,6 +722,7 @@ void exo_node_free(struct exo_node *node)
   pthread_rwlock_destroy(&node->peers_mu);
   if (node->ctx_free)
     node->ctx_free(node->ctx);
+  exo_faults_free(node->faults); /* after the loops: their dropped items counted there */
   exo_supervisor_free(node->sup);
   exo_auth_free(node->auth);
   free(node->listen);
@@ -732,7 +751,7 @@ int exo_node_new(const struct exo_config *cfg, const struct exo_actor_kind *cons
   }
   struct exo_node_opts o = {.node_id = cfg->node_id, .listen = cfg->listen,
                             .loops = cfg->loops, .supervision = cfg->supervision,
-                            .key_path = cfg->key_path};
+                            .key_path = cfg->key_path, .faults = cfg->faults};
   struct exo_node *node;
   int rc = exo_node_new_opts(&o, &node, err, errlen);
   if (rc < 0)

@@ -52,6 +52,8 @@ struct exo_node_opts {
   const char *key_path;      /* cluster key file (runtime/auth.h); NULL: unauthenticated */
   uint32_t peer_max_frames;  /* 0: EXO_NODE_DEFAULT_PEER_FRAMES */
   uint64_t peer_max_bytes;   /* 0: EXO_NODE_DEFAULT_PEER_BYTES */
+  const char *faults;        /* transport fault spec (runtime/fault.h); NULL: none. The
+                              * environment's EXO_FAULTS, when set, replaces it */
 };
 
 struct exo_node_stats {

@@ -145,6 +145,7 @@ struct exo_node {
   struct exo_node_watchdog *wd; /* actor.c: stall watchdog thread, NULL when not running */
   uint32_t watchdog_ms;         /* stall limit (supervision.watchdog_ms) */
   uint64_t link_session;        /* random per process, announced in HELLO (unkeyed) */
+  struct exo_faults *faults;    /* fault.c: transport fault injection (off unless set) */
   int rcvfd;                    /* NN_RCVFD of pull (exo_node_transport_attach) */
   exo_node_tap_fn tap; /* tests: sees every received frame before any check */
   void *tap_arg;
@@ -173,6 +174,9 @@ void exo_node_watchdog_stop(struct exo_node *node);
  * (before loop 0's base is renewed), attach re-creates them on the current base. */
 void exo_node_transport_detach(struct exo_node *node);
 int exo_node_transport_attach(struct exo_node *node);
+/* node.c: one nn_send (NN_DONTWAIT) of a finished frame on a peer socket, counted. Takes
+ * frame. Returns 0, -EAGAIN or another -errno. */
+int exo_node_peer_send(struct exo_node *node, int sock, void *frame);
 /* Sends a sealed-or-not frame to a remote node. Takes frame (nn chunk). node.c */
 int exo_node_send_remote(struct exo_node *node, uint32_t node_id, void *frame, size_t total);
 
