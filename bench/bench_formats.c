@@ -3,7 +3,7 @@
  * roofline (streaming read bandwidth measured in the same round / weight bytes one
  * token reads). Not a test: run by hand, results in docs/BENCHMARKS.md.
  * Reuses bench_tensor's random f32 model directory (writes it if missing) and makes
- * each other format in anonymous memory from it, one format at a time. */
+ * each format (F32 too) in anonymous memory from it, one format at a time. */
 #include <cblas.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -85,8 +85,6 @@ static struct exo_weight *slot(struct exo_model *m, int l, int k)
 static int convert(struct exo_weight *w, enum exo_dtype dt, void **owned)
 {
   *owned = NULL;
-  if (dt == EXO_DTYPE_F32)
-    return 0;
   const size_t rb = exo_dtype_row_bytes(dt, w->cols);
   unsigned char *p = aligned_alloc(64, (rb * (size_t)w->rows + 63) & ~(size_t)63);
   if (!p)
@@ -95,7 +93,9 @@ static int convert(struct exo_weight *w, enum exo_dtype dt, void **owned)
   for (int64_t r = 0; r < w->rows; r++) {
     const float *s = src + (size_t)r * w->cols;
     unsigned char *d = p + (size_t)r * rb;
-    if (dt == EXO_DTYPE_BF16)
+    if (dt == EXO_DTYPE_F32) /* a copy too: every format reads the same kind of memory */
+      memcpy(d, s, rb);
+    else if (dt == EXO_DTYPE_BF16)
       exo_f32_to_bf16_n(s, (uint16_t *)d, (size_t)w->cols);
     else if (dt == EXO_DTYPE_F16)
       exo_f16_pack(s, (uint16_t *)d, (size_t)w->cols);
