@@ -65,15 +65,7 @@ int exo_req_submit_encode(const struct exo_req_submit *s, void **buf, size_t *le
   if (!p)
     return -ENOMEM;
   memset(p, 0, EXO_REQ_SUBMIT_HEAD);
-  exo_gen_put_f32(p, s->sp.temperature);
-  exo_gen_put_u32(p + 4, (uint32_t)s->sp.top_k);
-  exo_gen_put_f32(p + 8, s->sp.top_p);
-  exo_gen_put_f32(p + 12, s->sp.min_p);
-  exo_gen_put_f32(p + 16, s->sp.repetition_penalty);
-  exo_gen_put_f32(p + 20, s->sp.presence_penalty);
-  exo_gen_put_f32(p + 24, s->sp.frequency_penalty);
-  exo_gen_put_u32(p + 28, s->max_tokens);
-  exo_gen_put_u64(p + 32, s->sp.seed);
+  exo_gen_put_sampling(p, &s->sp, s->max_tokens);
   exo_gen_put_u32(p + 40, s->flags);
   exo_gen_put_u32(p + 44, s->top_logprobs);
   exo_gen_put_u32(p + 48, (uint32_t)s->n_prompt);
@@ -95,15 +87,7 @@ int exo_req_submit_decode(const void *payload, size_t len, struct exo_req_submit
     return -EPROTO;
   }
   memset(out, 0, sizeof *out);
-  out->sp.temperature = exo_gen_get_f32(p);
-  out->sp.top_k = (int)exo_gen_get_u32(p + 4);
-  out->sp.top_p = exo_gen_get_f32(p + 8);
-  out->sp.min_p = exo_gen_get_f32(p + 12);
-  out->sp.repetition_penalty = exo_gen_get_f32(p + 16);
-  out->sp.presence_penalty = exo_gen_get_f32(p + 20);
-  out->sp.frequency_penalty = exo_gen_get_f32(p + 24);
-  out->max_tokens = exo_gen_get_u32(p + 28);
-  out->sp.seed = exo_gen_get_u64(p + 32);
+  exo_gen_get_sampling(p, &out->sp, &out->max_tokens);
   out->flags = exo_gen_get_u32(p + 40);
   out->top_logprobs = exo_gen_get_u32(p + 44);
   uint32_t n = exo_gen_get_u32(p + 48);

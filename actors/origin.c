@@ -143,15 +143,7 @@ static void issue(struct origin_state *s, size_t i)
     return;
   }
   memset(p, 0, EXO_GEN_PROMPT_HEAD);
-  exo_gen_put_f32(p, r->sp.temperature);
-  exo_gen_put_u32(p + 4, (uint32_t)r->sp.top_k);
-  exo_gen_put_f32(p + 8, r->sp.top_p);
-  exo_gen_put_f32(p + 12, r->sp.min_p);
-  exo_gen_put_f32(p + 16, r->sp.repetition_penalty);
-  exo_gen_put_f32(p + 20, r->sp.presence_penalty);
-  exo_gen_put_f32(p + 24, r->sp.frequency_penalty);
-  exo_gen_put_u32(p + 28, r->max_tokens);
-  exo_gen_put_u64(p + 32, r->sp.seed);
+  exo_gen_put_sampling(p, &r->sp, r->max_tokens);
   exo_gen_put_u64(p + 40, 0); /* sample key: same seed, same tokens, whoever asks */
   exo_gen_put_u32(p + 48, (uint32_t)r->n_hist);
   exo_gen_put_u32(p + 52, exo_actor_addr(s->self).node);

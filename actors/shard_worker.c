@@ -99,6 +99,32 @@ uint64_t exo_gen_now_ns(void)
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+void exo_gen_put_sampling(uint8_t *p, const struct exo_sample_params *sp, uint32_t max_tokens)
+{
+  exo_gen_put_f32(p, sp->temperature);
+  exo_gen_put_u32(p + 4, (uint32_t)sp->top_k);
+  exo_gen_put_f32(p + 8, sp->top_p);
+  exo_gen_put_f32(p + 12, sp->min_p);
+  exo_gen_put_f32(p + 16, sp->repetition_penalty);
+  exo_gen_put_f32(p + 20, sp->presence_penalty);
+  exo_gen_put_f32(p + 24, sp->frequency_penalty);
+  exo_gen_put_u32(p + 28, max_tokens);
+  exo_gen_put_u64(p + 32, sp->seed);
+}
+
+void exo_gen_get_sampling(const uint8_t *p, struct exo_sample_params *sp, uint32_t *max_tokens)
+{
+  sp->temperature = exo_gen_get_f32(p);
+  sp->top_k = (int)exo_gen_get_u32(p + 4);
+  sp->top_p = exo_gen_get_f32(p + 8);
+  sp->min_p = exo_gen_get_f32(p + 12);
+  sp->repetition_penalty = exo_gen_get_f32(p + 16);
+  sp->presence_penalty = exo_gen_get_f32(p + 20);
+  sp->frequency_penalty = exo_gen_get_f32(p + 24);
+  *max_tokens = exo_gen_get_u32(p + 28);
+  sp->seed = exo_gen_get_u64(p + 32);
+}
+
 struct shard_req {
   bool used;
   uint64_t id;
@@ -673,15 +699,7 @@ static int on_prompt(struct exo_actor *self, struct shard_state *s, const struct
   }
   r->origin = origin;
   struct exo_sample_params *sp = &r->sp;
-  sp->temperature = exo_gen_get_f32(p);
-  sp->top_k = (int)exo_gen_get_u32(p + 4);
-  sp->top_p = exo_gen_get_f32(p + 8);
-  sp->min_p = exo_gen_get_f32(p + 12);
-  sp->repetition_penalty = exo_gen_get_f32(p + 16);
-  sp->presence_penalty = exo_gen_get_f32(p + 20);
-  sp->frequency_penalty = exo_gen_get_f32(p + 24);
-  r->max_tokens = exo_gen_get_u32(p + 28);
-  sp->seed = exo_gen_get_u64(p + 32);
+  exo_gen_get_sampling(p, sp, &r->max_tokens);
   r->sample_key = exo_gen_get_u64(p + 40);
   uint32_t n_done = exo_gen_get_u32(p + 60);
   r->flags = exo_gen_get_u32(p + 64);

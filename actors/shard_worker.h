@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "runtime/actor.h"
+#include "tensor/sample.h"
 
 /* Message types (application range). */
 #define EXO_GEN_MSG_MAP 512u    /* origin -> every shard: epoch, ranges, model dir */
@@ -89,6 +90,10 @@ float exo_gen_get_f32(const uint8_t *p);
 void exo_gen_put_stages(uint8_t *p, const struct exo_gen_stage *s, uint32_t n);
 void exo_gen_get_stages(const uint8_t *p, struct exo_gen_stage *s, uint32_t n);
 uint64_t exo_gen_now_ns(void); /* CLOCK_MONOTONIC */
+/* The 40 bytes PROMPT and SUBMIT share: sampling params, max_tokens at 28, seed at 32. */
+#define EXO_GEN_SAMPLING_WIRE 40u
+void exo_gen_put_sampling(uint8_t *p, const struct exo_sample_params *sp, uint32_t max_tokens);
+void exo_gen_get_sampling(const uint8_t *p, struct exo_sample_params *sp, uint32_t *max_tokens);
 
 /* The kind. Options: `model` (directory, default the config's `model`; MAP may name
  * another), `wire_dtype` (f32 | f16: the hidden states this shard sends; default f32). The range comes from MAP messages, so one set of running nodes serves any
