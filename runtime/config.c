@@ -872,8 +872,9 @@ static void write_scalar(FILE *out, const char *s)
     plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
             c == '_' || c == '.' || c == '/' || (p != s && (c == '-' || c == ':' || c == '@'));
   }
-  if (plain && strstr(s, "://") == NULL && strchr(s, ':'))
-    plain = false; /* keep "a:b" quoted; URLs are fine plain */
+  if (plain && strchr(s, ':') && (strstr(s, "://") == NULL || s[strlen(s) - 1] == ':'))
+    plain = false; /* keep "a:b" quoted; URLs are fine plain, but a trailing ':' would start
+                    * a mapping ("x://y:" came back unparsable; found by tests/fuzz) */
   if (plain) {
     fputs(s, out);
     return;
