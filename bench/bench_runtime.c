@@ -3,7 +3,11 @@
  * one loop each) vs two threads doing blocking nn_send/nn_recv on PUSH/PULL pairs, and
  * throughput with a window of WINDOW requests in flight; plus the local fast path (two
  * actors on two loops of one node: wfcqueue + eventfd) vs raw nanomsg inproc.
- * Not a test. Usage: bench_runtime [rtt_iters [window_msgs]] */
+ * Method (the machine is shared and noisy): both setups stay up side by side and run in
+ * alternating short blocks (raw, ours, ours, raw, ...), so drift hits both alike; each
+ * block gives a median; we report the median of block medians and, for the ratio, the
+ * median of the per-pair ratios with their interquartile range as the spread.
+ * Not a test. Usage: bench_runtime [blocks [rtt_per_block [msgs_per_tput_block]]] */
 #include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -16,7 +20,9 @@
 
 #include <nanomsg/nn.h>
 #include <nanomsg/pipeline.h>
+#include <nanomsg/tcp.h>
 
+#include "runtime/log.h"
 #include "runtime/node.h"
 
 #define MSG_START (EXO_MSG_APP_BASE + 1)
@@ -36,20 +42,29 @@ static int cmp_u64(const void *a, const void *b)
   return x < y ? -1 : x > y;
 }
 
-struct result {
-  double median_us, p99_us, msgs_per_s;
-};
-
-static void summarize(uint64_t *ns, int n, struct result *r)
+static double median_ns_us(uint64_t *ns, int n)
 {
   qsort(ns, (size_t)n, sizeof *ns, cmp_u64);
-  r->median_us = (double)ns[n / 2] / 1000.0;
-  r->p99_us = (double)ns[(size_t)n * 99 / 100] / 1000.0;
+  return (double)ns[n / 2] / 1000.0;
+}
+
+static int cmp_dbl(const void *a, const void *b)
+{
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* q-quantile of v[0..n) (sorts v). */
+static double quantile(double *v, int n, double q)
+{
+  qsort(v, (size_t)n, sizeof *v, cmp_dbl);
+  return v[(int)(q * (n - 1) + 0.5)];
 }
 
 /* ---- shared bench state: one case at a time ---- */
 static struct {
-  int iters, total; /* rtt iterations; messages for the window run */
+  int iters, total; /* per block: rtt iterations; messages for the window run */
+  int blocks;
   size_t size;
   bool window;
   uint64_t *ns;
@@ -143,68 +158,84 @@ static struct exo_node *node_listen(uint32_t id, const char *tr, int tag, char *
   exit(1);
 }
 
-static void run_case(struct exo_node *start_node, struct exo_addr ping, struct exo_addr pong,
-                     bool window, struct result *r)
+
+/* One block of ours: ping runs it and posts B.done. Returns the block median RTT (us) or
+ * the throughput (msgs/s). */
+static double ours_block(struct exo_node *start_node, struct exo_addr ping, struct exo_addr pong,
+                         bool window)
 {
   B.window = window;
   exo_node_send(start_node, ping, MSG_START, &pong, sizeof pong);
   sem_wait(&B.done);
   if (window)
-    r->msgs_per_s = (double)B.total / ((double)(B.t_end - B.t_start) / 1e9);
-  else
-    summarize(B.ns, B.iters, r);
+    return (double)B.total / ((double)(B.t_end - B.t_start) / 1e9);
+  return median_ns_us(B.ns, B.iters);
 }
+
+struct ours_setup {
+  struct exo_node *n1, *n2;
+  struct exo_actor *ping, *pong;
+  char a1[128], a2[128];
+  const char *tr;
+};
 
 /* tr NULL: one node, two loops (local path). */
-static void ours(const char *tr, struct result *rtt, struct result *tput)
+static void ours_open(struct ours_setup *o, const char *tr)
 {
-  char a1[128], a2[128], err[256];
-  struct exo_node *n1, *n2 = NULL;
-  struct exo_actor *ping, *pong;
+  char err[256];
+  o->tr = tr;
+  o->n2 = NULL;
   if (!tr) {
-    struct exo_node_opts o = {.node_id = 1, .loops = 2,
-                              .supervision = {.intensity = 0, .period_ms = 1000}};
-    exo_node_new_opts(&o, &n1, err, sizeof err);
-    exo_node_spawn(n1, "ping", &ping_kind, 0, NULL, &ping, err, sizeof err);
-    exo_node_spawn(n1, "pong", &pong_kind, 1, NULL, &pong, err, sizeof err);
-    exo_node_start(n1, err, sizeof err);
-  } else {
-    n1 = node_listen(1, tr, 1, a1, sizeof a1);
-    n2 = node_listen(2, tr, 2, a2, sizeof a2);
-    exo_node_spawn(n1, "ping", &ping_kind, 0, NULL, &ping, err, sizeof err);
-    exo_node_spawn(n2, "pong", &pong_kind, 0, NULL, &pong, err, sizeof err);
-    exo_node_add_peer(n1, a2);
-    exo_node_start(n1, err, sizeof err);
-    exo_node_start(n2, err, sizeof err);
-    while (!exo_node_has_peer(n1, 2) || !exo_node_has_peer(n2, 1))
-      usleep(1000);
+    struct exo_node_opts opt = {.node_id = 1, .loops = 2,
+                                .supervision = {.intensity = 0, .period_ms = 1000}};
+    exo_node_new_opts(&opt, &o->n1, err, sizeof err);
+    exo_node_spawn(o->n1, "ping", &ping_kind, 0, NULL, &o->ping, err, sizeof err);
+    exo_node_spawn(o->n1, "pong", &pong_kind, 1, NULL, &o->pong, err, sizeof err);
+    exo_node_start(o->n1, err, sizeof err);
+    return;
   }
-  run_case(n1, exo_actor_addr(ping), exo_actor_addr(pong), false, rtt);
-  run_case(n1, exo_actor_addr(ping), exo_actor_addr(pong), true, tput);
+  o->n1 = node_listen(1, tr, 1, o->a1, sizeof o->a1);
+  o->n2 = node_listen(2, tr, 2, o->a2, sizeof o->a2);
+  exo_node_spawn(o->n1, "ping", &ping_kind, 0, NULL, &o->ping, err, sizeof err);
+  exo_node_spawn(o->n2, "pong", &pong_kind, 0, NULL, &o->pong, err, sizeof err);
+  exo_node_add_peer(o->n1, o->a2);
+  exo_node_start(o->n1, err, sizeof err);
+  exo_node_start(o->n2, err, sizeof err);
+  while (!exo_node_has_peer(o->n1, 2) || !exo_node_has_peer(o->n2, 1))
+    usleep(1000);
+}
+
+static void ours_close(struct ours_setup *o)
+{
   struct exo_node_stats st;
-  exo_node_stats(n1, &st);
+  exo_node_stats(o->n1, &st);
   if (st.send_failed || st.handler_failures)
     fprintf(stderr, "warning: %llu send failures\n", (unsigned long long)st.send_failed);
-  exo_node_free(n1);
-  exo_node_free(n2);
-  if (tr && strcmp(tr, "ipc") == 0) {
-    unlink(a1 + 6);
-    unlink(a2 + 6);
+  exo_node_free(o->n1);
+  exo_node_free(o->n2);
+  if (o->tr && strcmp(o->tr, "ipc") == 0) {
+    unlink(o->a1 + 6);
+    unlink(o->a2 + 6);
   }
 }
 
-/* ---- raw nanomsg: echo thread + blocking main ---- */
-struct raw_echo {
-  int pull, push, n;
+/* ---- raw nanomsg: a persistent echo thread + blocking main thread ---- */
+struct raw_setup {
+  int pull1, push1, pull2, push2;
+  char a1[128], a2[128];
+  const char *tr;
+  pthread_t echo;
 };
 
 static void *raw_echo_thread(void *arg)
 {
-  struct raw_echo *e = arg;
+  struct raw_setup *r = arg;
   char buf[8192];
-  for (int i = 0; i < e->n; i++) {
-    int n = nn_recv(e->pull, buf, sizeof buf, 0);
-    if (n < 0 || nn_send(e->push, buf, (size_t)n, 0) < 0)
+  for (;;) {
+    int n = nn_recv(r->pull2, buf, sizeof buf, 0);
+    if (n <= 0) /* an empty message ends it */
+      break;
+    if (nn_send(r->push2, buf, (size_t)n, 0) < 0)
       break;
   }
   return NULL;
@@ -220,88 +251,154 @@ static int raw_bind(int s, const char *tr, int tag, char *addr, size_t n)
   return -1;
 }
 
-static void raw(const char *tr, struct result *rtt, struct result *tput)
+static void raw_open(struct raw_setup *r, const char *tr)
 {
-  char a1[128], a2[128], buf[8192];
-  int pull1 = nn_socket(AF_SP, NN_PULL), push1 = nn_socket(AF_SP, NN_PUSH);
-  int pull2 = nn_socket(AF_SP, NN_PULL), push2 = nn_socket(AF_SP, NN_PUSH);
-  if (raw_bind(pull1, tr, 1, a1, sizeof a1) < 0 || raw_bind(pull2, tr, 2, a2, sizeof a2) < 0)
+  r->tr = tr;
+  r->pull1 = nn_socket(AF_SP, NN_PULL);
+  r->push1 = nn_socket(AF_SP, NN_PUSH);
+  r->pull2 = nn_socket(AF_SP, NN_PULL);
+  r->push2 = nn_socket(AF_SP, NN_PUSH);
+  int nodelay = 1; /* as the runtime's sockets */
+  nn_setsockopt(r->push1, NN_TCP, NN_TCP_NODELAY, &nodelay, sizeof nodelay);
+  nn_setsockopt(r->push2, NN_TCP, NN_TCP_NODELAY, &nodelay, sizeof nodelay);
+  if (raw_bind(r->pull1, tr, 1, r->a1, sizeof r->a1) < 0 ||
+      raw_bind(r->pull2, tr, 2, r->a2, sizeof r->a2) < 0)
     exit(1);
-  nn_connect(push1, a2);
-  nn_connect(push2, a1);
-  struct raw_echo e = {pull2, push2, B.iters + B.total};
-  pthread_t th;
-  pthread_create(&th, NULL, raw_echo_thread, &e);
-  uint64_t t0 = now_ns();
-  for (int i = 0; i < B.iters; i++) {
-    nn_send(push1, B.payload, B.size, 0);
-    nn_recv(pull1, buf, sizeof buf, 0);
-    uint64_t t = now_ns();
-    B.ns[i] = t - t0;
-    t0 = t;
+  nn_connect(r->push1, r->a2);
+  nn_connect(r->push2, r->a1);
+  pthread_create(&r->echo, NULL, raw_echo_thread, r);
+}
+
+static double raw_block(struct raw_setup *r, bool window)
+{
+  char buf[8192];
+  if (!window) {
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < B.iters; i++) {
+      nn_send(r->push1, B.payload, B.size, 0);
+      nn_recv(r->pull1, buf, sizeof buf, 0);
+      uint64_t t = now_ns();
+      B.ns[i] = t - t0;
+      t0 = t;
+    }
+    return median_ns_us(B.ns, B.iters);
   }
-  summarize(B.ns, B.iters, rtt);
-  t0 = now_ns();
+  uint64_t t0 = now_ns();
   int sent = 0;
   for (; sent < WINDOW; sent++)
-    nn_send(push1, B.payload, B.size, 0);
+    nn_send(r->push1, B.payload, B.size, 0);
   for (int got = 0; got < B.total; got++) {
-    nn_recv(pull1, buf, sizeof buf, 0);
+    nn_recv(r->pull1, buf, sizeof buf, 0);
     if (sent < B.total) {
-      nn_send(push1, B.payload, B.size, 0);
+      nn_send(r->push1, B.payload, B.size, 0);
       sent++;
     }
   }
-  tput->msgs_per_s = (double)B.total / ((double)(now_ns() - t0) / 1e9);
-  pthread_join(th, NULL);
-  nn_close(pull1);
-  nn_close(push1);
-  nn_close(pull2);
-  nn_close(push2);
-  if (strcmp(tr, "ipc") == 0) {
-    unlink(a1 + 6);
-    unlink(a2 + 6);
+  return (double)B.total / ((double)(now_ns() - t0) / 1e9);
+}
+
+static void raw_close(struct raw_setup *r)
+{
+  nn_send(r->push1, "", 0, 0);
+  pthread_join(r->echo, NULL);
+  nn_close(r->pull1);
+  nn_close(r->push1);
+  nn_close(r->pull2);
+  nn_close(r->push2);
+  if (strcmp(r->tr, "ipc") == 0) {
+    unlink(r->a1 + 6);
+    unlink(r->a2 + 6);
   }
+}
+
+/* One row: raw over raw_tr vs ours over ours_tr (NULL: local path), alternating blocks. */
+static void row(const char *label, const char *raw_tr, const char *ours_tr)
+{
+  struct raw_setup r;
+  struct ours_setup o;
+  raw_open(&r, raw_tr);
+  ours_open(&o, ours_tr);
+  struct exo_addr ping = exo_actor_addr(o.ping), pong = exo_actor_addr(o.pong);
+  int nb = B.blocks;
+  double *rm = calloc((size_t)nb, sizeof *rm), *om = calloc((size_t)nb, sizeof *om);
+  double *ratio = calloc((size_t)nb, sizeof *ratio), *rt = calloc((size_t)nb, sizeof *rt);
+  double *ot = calloc((size_t)nb, sizeof *ot), *tratio = calloc((size_t)nb, sizeof *tratio);
+  (void)raw_block(&r, false); /* warm both: connections, caches, allocator */
+  (void)ours_block(o.n1, ping, pong, false);
+  for (int b = 0; b < nb; b++) {
+    if (b % 2 == 0) {
+      rm[b] = raw_block(&r, false);
+      om[b] = ours_block(o.n1, ping, pong, false);
+    } else {
+      om[b] = ours_block(o.n1, ping, pong, false);
+      rm[b] = raw_block(&r, false);
+    }
+    ratio[b] = om[b] / rm[b];
+  }
+  for (int b = 0; b < nb; b++) {
+    if (b % 2 == 0) {
+      rt[b] = raw_block(&r, true);
+      ot[b] = ours_block(o.n1, ping, pong, true);
+    } else {
+      ot[b] = ours_block(o.n1, ping, pong, true);
+      rt[b] = raw_block(&r, true);
+    }
+    tratio[b] = ot[b] / rt[b];
+  }
+  ours_close(&o);
+  raw_close(&r);
+  double r_med = quantile(rm, nb, 0.5), o_med = quantile(om, nb, 0.5);
+  double q1 = quantile(ratio, nb, 0.25), q2 = quantile(ratio, nb, 0.5),
+         q3 = quantile(ratio, nb, 0.75);
+  double rt_med = quantile(rt, nb, 0.5), ot_med = quantile(ot, nb, 0.5);
+  double t1 = quantile(tratio, nb, 0.25), t2 = quantile(tratio, nb, 0.5),
+         t3 = quantile(tratio, nb, 0.75);
+  printf("%-8s %6zu | %8.1f %8.1f  %5.2f [%4.2f-%4.2f] | %8.0f %8.0f  %5.2f [%4.2f-%4.2f]\n",
+         label, B.size, r_med, o_med, q2, q1, q3, rt_med, ot_med, t2, t1, t3);
+  fflush(stdout);
+  free(rm);
+  free(om);
+  free(ratio);
+  free(rt);
+  free(ot);
+  free(tratio);
 }
 
 int main(int argc, char **argv)
 {
-  B.iters = argc > 1 ? atoi(argv[1]) : 2000;
-  B.total = argc > 2 ? atoi(argv[2]) : 20000;
-  if (B.iters < 100 || B.total < 100) {
-    fprintf(stderr, "usage: bench_runtime [rtt_iters>=100 [window_msgs>=100]]\n");
+  B.blocks = argc > 1 ? atoi(argv[1]) : 20;
+  B.iters = argc > 2 ? atoi(argv[2]) : 200;
+  B.total = argc > 3 ? atoi(argv[3]) : 2000;
+  if (B.blocks < 4 || B.iters < 20 || B.total < 100) {
+    fprintf(stderr, "usage: bench_runtime [blocks>=4 [rtt_per_block>=20 "
+                    "[msgs_per_tput_block>=100]]]\n");
     return 2;
   }
   srand((unsigned)getpid() ^ (unsigned)time(NULL));
+  exo_log_set_level(EXO_LOG_ERROR); /* no "unauthenticated" line per node */
+  const char *only = getenv("BENCH_ONLY"); /* e.g. "tcp" or "local": profile one path */
   B.ns = calloc((size_t)B.iters, sizeof *B.ns);
   sem_init(&B.done, 0, 0);
   memset(B.payload, 0x5a, sizeof B.payload);
-  printf("round trip (RTT, us; %d iters) and throughput (msgs/s, window %d, %d msgs)\n",
-         B.iters, WINDOW, B.total);
-  printf("%-8s %6s | %9s %9s %9s %9s %6s | %9s %9s %6s\n", "path", "bytes", "raw med",
-         "ours med", "raw p99", "ours p99", "ratio", "raw tput", "ours tput", "ratio");
+  printf("%d alternating block pairs; RTT: %d round trips per block (us, median of block "
+         "medians);\nthroughput: %d msgs per block, window %d (msgs/s, median of blocks); "
+         "ratio = ours/raw,\nmedian of per-pair ratios [interquartile range]\n",
+         B.blocks, B.iters, B.total, WINDOW);
+  printf("%-8s %6s | %8s %8s  %-17s | %8s %8s  %s\n", "path", "bytes", "raw RTT", "ours RTT",
+         "ratio [IQR]", "raw tput", "our tput", "ratio [IQR]");
   const char *trs[] = {"inproc", "ipc", "tcp"};
   const size_t sizes[] = {64, 8192};
   for (int t = 0; t < 3; t++)
     for (int s = 0; s < 2; s++) {
       B.size = sizes[s];
-      struct result rr, rt, or_, ot;
-      raw(trs[t], &rr, &rt);
-      ours(trs[t], &or_, &ot);
-      printf("%-8s %6zu | %9.1f %9.1f %9.1f %9.1f %6.2f | %9.0f %9.0f %6.2f\n", trs[t], B.size,
-             rr.median_us, or_.median_us, rr.p99_us, or_.p99_us, or_.median_us / rr.median_us,
-             rt.msgs_per_s, ot.msgs_per_s, ot.msgs_per_s / rt.msgs_per_s);
-      fflush(stdout);
+      if (!only || !strcmp(only, trs[t]))
+        row(trs[t], trs[t], trs[t]);
     }
   printf("local fast path (one node, two loops: wfcqueue + eventfd) vs raw nanomsg inproc\n");
   for (int s = 0; s < 2; s++) {
     B.size = sizes[s];
-    struct result rr, rt, or_, ot;
-    raw("inproc", &rr, &rt);
-    ours(NULL, &or_, &ot);
-    printf("%-8s %6zu | %9.1f %9.1f %9.1f %9.1f %6.2f | %9.0f %9.0f %6.2f\n", "local", B.size,
-           rr.median_us, or_.median_us, rr.p99_us, or_.p99_us, or_.median_us / rr.median_us,
-           rt.msgs_per_s, ot.msgs_per_s, ot.msgs_per_s / rt.msgs_per_s);
+    if (!only || !strcmp(only, "local"))
+      row("local", "inproc", NULL);
   }
   sem_destroy(&B.done);
   free(B.ns);

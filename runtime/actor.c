@@ -130,6 +130,27 @@ static void box_run(struct exo_loop *loop, struct exo_loop_item *item)
   after_handler(a, rc, "message");
 }
 
+bool exo_actor_dispatch_now(struct exo_actor *a, const struct exo_msg *msg)
+{
+  /* Only on its own loop and with nothing of its queued: running it here is then exactly
+   * what the queue would do next, minus the box, the queue and a loop turn. */
+  if (!exo_loop_is_current(a->loop) ||
+      atomic_load_explicit(&a->queued, memory_order_relaxed) != 0 ||
+      atomic_load(&a->status) != EXO_ACTOR_RUNNING)
+    return false;
+  int rc;
+  if (exo_fault_handler_fails(a->node, a->name)) {
+    rc = -EIO;
+  } else {
+    exo_loop_busy_enter(a->loop, a->name);
+    rc = a->kind->message(a, a->state, msg);
+    exo_loop_busy_leave(a->loop);
+  }
+  EXO_COUNT(a->node, delivered);
+  after_handler(a, rc, "message");
+  return true;
+}
+
 static void box_drop(struct exo_loop_item *item)
 {
   struct exo_msg_box *box = caa_container_of(item, struct exo_msg_box, item);

@@ -34,7 +34,8 @@ enum loop_state { LOOP_NEW = 0, LOOP_RUNNING, LOOP_STOPPED, LOOP_DEAD };
 struct exo_loop {
   char name[16];
   struct event_base *base;
-  struct event *wake_ev;   /* EV_READ|EV_PERSIST on efd */
+  struct event *wake_ev;   /* EV_READ|EV_PERSIST on efd: wakes from other threads */
+  struct event *turn_ev;   /* no fd: a turn asked for on the loop's own thread */
   int efd;                 /* eventfd, non-blocking */
   struct __cds_wfcq_head head; /* one consumer: the loop thread */
   struct cds_wfcq_tail tail;
@@ -79,7 +80,7 @@ static void loop_wake(struct exo_loop *loop)
 {
   if (tls_current == loop) {
     atomic_fetch_add_explicit(&loop->wake_local, 1, memory_order_relaxed);
-    event_active(loop->wake_ev, EV_READ, 1);
+    event_active(loop->turn_ev, EV_READ, 1); /* no eventfd write, and no read to undo it */
     return;
   }
   atomic_fetch_add_explicit(&loop->wake_fd, 1, memory_order_relaxed);
@@ -115,7 +116,7 @@ static void loop_run_items(struct exo_loop *loop)
   }
   /* Budget spent (or a producer is mid-enqueue): producers saw a non-empty queue and
    * will not wake us, so schedule the next turn ourselves. */
-  event_active(loop->wake_ev, EV_READ, 1);
+  event_active(loop->turn_ev, EV_READ, 1);
 }
 
 static void loop_on_wake(evutil_socket_t fd, short what, void *arg)
@@ -123,9 +124,15 @@ static void loop_on_wake(evutil_socket_t fd, short what, void *arg)
   (void)what;
   struct exo_loop *loop = arg;
   uint64_t v;
-  ssize_t n = read(fd, &v, sizeof v); /* resets the counter; EAGAIN when woken locally */
+  ssize_t n = read(fd, &v, sizeof v); /* resets the counter */
   (void)n;
   loop_run_items(loop);
+}
+
+static void loop_on_turn(evutil_socket_t fd, short what, void *arg)
+{
+  (void)fd, (void)what;
+  loop_run_items(arg);
 }
 
 static void loop_stop_run(struct exo_loop *loop, struct exo_loop_item *item)
@@ -151,11 +158,14 @@ static int base_open(struct exo_loop *loop)
   if (!loop->base)
     return -EIO;
   loop->wake_ev = event_new(loop->base, loop->efd, EV_READ | EV_PERSIST, loop_on_wake, loop);
-  if (!loop->wake_ev || event_add(loop->wake_ev, NULL) != 0) {
+  loop->turn_ev = event_new(loop->base, -1, EV_PERSIST, loop_on_turn, loop);
+  if (!loop->wake_ev || !loop->turn_ev || event_add(loop->wake_ev, NULL) != 0) {
     if (loop->wake_ev)
       event_free(loop->wake_ev);
+    if (loop->turn_ev)
+      event_free(loop->turn_ev);
     event_base_free(loop->base);
-    loop->wake_ev = NULL;
+    loop->wake_ev = loop->turn_ev = NULL;
     loop->base = NULL;
     return -EIO;
   }
@@ -275,7 +285,7 @@ static void *loop_thread(void *arg)
   pthread_setname_np(pthread_self(), loop->name);
   /* A predecessor may have died with items queued and the eventfd already read:
    * producers saw a non-empty queue and will not wake us, so look once. */
-  event_active(loop->wake_ev, EV_READ, 1);
+  event_active(loop->turn_ev, EV_READ, 1);
   int rc;
   pthread_cleanup_push(loop_thread_exited, loop);
   rc = event_base_loop(loop->base, EVLOOP_NO_EXIT_ON_EMPTY);
@@ -416,6 +426,8 @@ void exo_loop_free(struct exo_loop *loop)
   }
   if (loop->wake_ev)
     event_free(loop->wake_ev);
+  if (loop->turn_ev)
+    event_free(loop->turn_ev);
   if (loop->base)
     event_base_free(loop->base);
   close(loop->efd);
@@ -435,8 +447,9 @@ int exo_loop_renew_base(struct exo_loop *loop)
   if (!loop->in_death)
     return -EINVAL;
   event_free(loop->wake_ev);
+  event_free(loop->turn_ev);
   event_base_free(loop->base);
-  loop->wake_ev = NULL;
+  loop->wake_ev = loop->turn_ev = NULL;
   loop->base = NULL;
   return base_open(loop);
 }

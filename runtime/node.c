@@ -344,6 +344,13 @@ static void route_frame(struct exo_node *node, void *frame, size_t len)
     return;
   }
   struct exo_actor *a = env.dst.node == node->id ? exo_node_lookup(node, env.dst.actor) : NULL;
+  if (a) { /* an actor of loop 0 with an empty mailbox takes it here: no box, no hop */
+    struct exo_msg m = {.env = env, .payload = payload};
+    if (exo_actor_dispatch_now(a, &m)) {
+      nn_freemsg(frame);
+      return;
+    }
+  }
   struct exo_msg_box *box = a ? malloc(sizeof *box) : NULL;
   if (!box) {
     EXO_COUNT(node, frames_misrouted);

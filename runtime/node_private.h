@@ -160,6 +160,9 @@ struct exo_actor *exo_node_lookup(struct exo_node *node, uint32_t actor_id);
  * -ESHUTDOWN. */
 int exo_actor_deliver(struct exo_msg_box *box);
 void exo_msg_box_free(struct exo_msg_box *box);
+/* Runs a's message handler on msg right now when the caller is on a's loop and a has
+ * nothing queued (order kept); false: the caller queues it as usual. (loop) */
+bool exo_actor_dispatch_now(struct exo_actor *a, const struct exo_msg *msg);
 /* Runs init for an actor on its loop (or before start). Returns init's result. */
 int exo_actor_run_init(struct exo_actor *a, char *err, size_t errlen);
 /* Stops an incarnation: timers, stop handler, state zeroed. (loop) */
