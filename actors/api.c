@@ -1119,13 +1119,12 @@ static int load_model(struct api_state *s, const struct exo_config *cfg,
   } else {
     snprintf(s->model_id, sizeof s->model_id, "%s", id);
   }
-  char e2[512], path[4200];
+  char e2[512];
   if ((rc = exo_model_config_load(s->model_dir, &s->mcfg, e2, sizeof e2))) {
     exo_errf(err, errlen, "api actor: model %s: %s", s->model_dir, e2);
     return rc;
   }
-  snprintf(path, sizeof path, "%s/tokenizer.json", s->model_dir);
-  if ((rc = exo_tokenizer_load(path, &s->tok, e2, sizeof e2))) {
+  if ((rc = exo_model_tokenizer_load(s->model_dir, &s->tok, e2, sizeof e2))) {
     exo_errf(err, errlen, "api actor: %s", e2);
     return rc;
   }

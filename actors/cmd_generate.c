@@ -321,13 +321,7 @@ int exo_cmd_generate(int argc, char **argv)
   if (m)
     mcfg = m->cfg;
   if (prompt || !ids_only) {
-    char path[PATH_MAX + 16];
-    int n = snprintf(path, sizeof path, "%s/tokenizer.json", model_dir);
-    if (n < 0 || (size_t)n >= sizeof path) {
-      fprintf(stderr, "exo-actors generate: --model: path too long\n");
-      goto out;
-    }
-    if ((rc = exo_tokenizer_load(path, &tok, err, sizeof err))) {
+    if ((rc = exo_model_tokenizer_load(model_dir, &tok, err, sizeof err))) {
       fprintf(stderr, "exo-actors generate: cannot load tokenizer: %s%s\n", err,
               rc == -ENOENT && !prompt ? " (pass --ids to print token ids without one)" : "");
       goto out;

@@ -5,7 +5,11 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include "tensor/gguf.h"
+#include "tensor/tokenizer.h"
 
 static int has_config(const char *path)
 {
@@ -53,4 +57,18 @@ void exo_model_id(const char *dir, char *out, size_t outlen)
   while (b > 0 && dir[b - 1] != '/')
     b--;
   snprintf(out, outlen, "%.*s", (int)(n - b), dir + b);
+}
+
+int exo_model_tokenizer_load(const char *path, struct exo_tokenizer **out, char *err,
+                             size_t errlen)
+{
+  struct stat sb;
+  if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode))
+    return exo_tokenizer_load_gguf(path, out, err, errlen);
+  char tj[4200];
+  if ((size_t)snprintf(tj, sizeof tj, "%s/tokenizer.json", path) >= sizeof tj) {
+    snprintf(err, errlen, "%s: path too long", path);
+    return -ENAMETOOLONG;
+  }
+  return exo_tokenizer_load(tj, out, err, errlen);
 }

@@ -13,4 +13,10 @@ int exo_default_model_dir(char *out, size_t outlen);
  * the path ("models/demo/" -> "demo"), so nodes that keep it in different places agree. */
 void exo_model_id(const char *dir, char *out, size_t outlen);
 
+struct exo_tokenizer;
+/* The tokenizer of the model at path: DIR/tokenizer.json for a Hugging Face directory, the
+ * tokenizer.ggml.* metadata for a GGUF file. 0 or -errno with err filled. */
+int exo_model_tokenizer_load(const char *path, struct exo_tokenizer **out, char *err,
+                             size_t errlen);
+
 #endif
