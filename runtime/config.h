@@ -48,7 +48,8 @@ struct exo_supervision_config {
   uint32_t period_ms;                     /* default 5000 */
   uint32_t watchdog_ms; /* a handler running longer escalates; 0: EXO_SUPERVISION_WATCHDOG_MS */
 };
-#define EXO_SUPERVISION_WATCHDOG_MS 2000u
+/* Default stall limit: a shard's 256-token prefill chunk of a 1B model takes ~5 s here. */
+#define EXO_SUPERVISION_WATCHDOG_MS 30000u
 
 struct exo_config {
   char *path; /* the name errors use */
