@@ -263,9 +263,8 @@ int exo_client_connect(struct exo_client *c, const char *addr, int timeout_ms,
     exo_errf(err, errlen, "connect %s: too many nodes or address too long", addr);
     return -EINVAL;
   }
-  /* the new peer is the id that was not there before its HELLO */
-  uint32_t before[EXO_CLIENT_MAX_PEERS + 1];
-  size_t nb = exo_node_peer_ids(c->node, before, EXO_CLIENT_MAX_PEERS + 1);
+  /* the node at addr is the peer id this client has not resolved yet (connects are one at
+   * a time, and a retry after a timeout finds the HELLO that came late) */
   int rc = exo_node_add_peer(c->node, addr);
   if (rc) {
     exo_errf(err, errlen, "connect %s: %s", addr, strerror(-rc));
@@ -276,10 +275,10 @@ int exo_client_connect(struct exo_client *c, const char *addr, int timeout_ms,
     uint32_t now[EXO_CLIENT_MAX_PEERS + 1];
     size_t n = exo_node_peer_ids(c->node, now, EXO_CLIENT_MAX_PEERS + 1);
     for (size_t i = 0; i < n && i <= EXO_CLIENT_MAX_PEERS; i++) {
-      bool seen = false;
-      for (size_t j = 0; j < nb && j <= EXO_CLIENT_MAX_PEERS; j++)
-        seen |= before[j] == now[i];
-      if (!seen) {
+      bool known = false;
+      for (size_t j = 0; j < c->n_known; j++)
+        known |= c->known[j].id == now[i];
+      if (!known) {
         snprintf(c->known[c->n_known].addr, sizeof c->known[0].addr, "%s", addr);
         c->known[c->n_known++].id = now[i];
         *node_id = now[i];

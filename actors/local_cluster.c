@@ -87,8 +87,14 @@ static int write_config(const struct exo_local_cluster *c, int i,
     fprintf(f, ", ranges: \"%s\"", o->ranges);
   fprintf(f, "}\n  - name: origin\n    kind: origin\n    loop: 0\n"
              "  - name: shard\n    kind: shard-worker\n    loop: 1\n");
-  if (o->wire_dtype)
-    fprintf(f, "    options: {wire_dtype: %s}\n", o->wire_dtype);
+  if (o->wire_dtype || o->prefill_chunk || o->batch) {
+    fprintf(f, "    options: {wire_dtype: %s", o->wire_dtype ? o->wire_dtype : "f32");
+    if (o->prefill_chunk)
+      fprintf(f, ", prefill_chunk: %d", o->prefill_chunk);
+    if (o->batch)
+      fprintf(f, ", batch: %d", o->batch);
+    fprintf(f, "}\n");
+  }
   if (fclose(f)) {
     int e = errno;
     snprintf(err, errlen, "%s: %s", path, strerror(e));

@@ -29,6 +29,8 @@ struct exo_local_cluster_opts {
   const char *ranges;    /* manual "1=0:3,2=3:6": strategy manual */
   const char *cluster;   /* cluster name, "local" when NULL */
   const char *wire_dtype; /* shard-worker wire_dtype (f32 when NULL) */
+  int prefill_chunk;      /* shard-worker prefill_chunk (0: its default) */
+  int batch;              /* shard-worker batch (0: its default) */
 };
 
 /* Picks a free tcp port on 127.0.0.1 (bind to port 0, read it back, close). */

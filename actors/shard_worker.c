@@ -138,6 +138,18 @@ struct shard_req {
   int32_t *hist; /* last stage only: prompt + generated */
 };
 
+/* One request's step waiting at this shard: n rows at pos, off of them done. */
+struct pending_step {
+  struct shard_req *r;
+  int n, pos, off;
+  bool done; /* (flush) every row ran: remove */
+  int32_t *tokens; /* first stage: n ids */
+  float *hidden;   /* later stages: n x hidden */
+  struct exo_gen_stage stages[EXO_GEN_MAX_STAGES];
+  uint32_t n_stages;
+};
+#define EXO_SHARD_MAX_PENDING (4u * EXO_SHARD_MAX_REQS)
+
 struct shard_state {
   const char *model_default; /* option or config `model`; owned by cfg */
   char model_dir[EXO_GEN_MAX_PATH + 1];
@@ -153,10 +165,13 @@ struct shard_state {
   bool is_first, is_last;
   float *out;     /* forward output */
   size_t out_cap; /* floats */
-  float *in;      /* aligned copy of a HIDDEN payload */
-  size_t in_cap;
-  float *raw;     /* logits before sampling touched them (logprobs) */
-  size_t raw_cap;
+  float *logits;  /* one row of out, for the sampler to edit */
+  size_t logits_cap;
+  struct pending_step pend[EXO_SHARD_MAX_PENDING]; /* arrival order */
+  size_t n_pend;
+  bool flush_armed;
+  uint32_t max_batch, prefill_chunk; /* options batch, prefill_chunk */
+  uint64_t n_forwards, n_steps, max_seen_batch; /* batching, reported at stop */
   uint64_t dropped; /* stale epoch, unknown request, malformed */
   struct exo_cluster *cluster; /* NULL outside `exo-actors run` (its gauge is skipped) */
   bool wire_f16;               /* HIDDEN sent as f16 (option wire_dtype) */
@@ -167,13 +182,25 @@ struct shard_state {
 };
 
 #define READY_TIMER 1
+#define FLUSH_TIMER 2
 #define READY_POLL_MS 5
 #define READY_WAIT_MS 10000
+
+static void step_drop(struct pending_step *st);
+static void pend_remove(struct shard_state *s, size_t i);
+static int flush(struct exo_actor *self, struct shard_state *s);
 
 static void req_free(struct shard_state *s, struct shard_req *r)
 {
   if (r->used && s->cluster)
     exo_cluster_shard_requests_add(s->cluster, -1);
+  /* its waiting steps die with it (a flush in progress may hold pointers to them, so
+   * they are marked, and swept by the flush) */
+  for (size_t i = 0; i < s->n_pend; i++)
+    if (s->pend[i].r == r) {
+      step_drop(&s->pend[i]);
+      s->pend[i].done = true;
+    }
   exo_kv_cache_free(r->kv);
   free(r->hist);
   memset(r, 0, sizeof *r);
@@ -230,11 +257,13 @@ static int shard_init(struct exo_actor *self, void *state, const struct exo_conf
 {
   struct shard_state *s = state;
   s->me = -1;
+  s->max_batch = 16;
+  s->prefill_chunk = 256;
   s->model_default = cfg ? cfg->model : NULL;
   s->cluster = exo_node_context(exo_actor_node(self)) ? exo_cluster_of(exo_actor_node(self))
                                                       : NULL;
   if (opts && cfg) {
-    static const char *const allowed[] = {"model", "wire_dtype", NULL};
+    static const char *const allowed[] = {"model", "wire_dtype", "batch", "prefill_chunk", NULL};
     int rc = exo_config_check_options(cfg, opts, allowed, err, errlen);
     if (rc)
       return rc;
@@ -252,6 +281,14 @@ static int shard_init(struct exo_actor *self, void *state, const struct exo_conf
       return -EINVAL;
     }
     s->wire_f16 = !strcmp(wd, "f16");
+    uint64_t batch = s->max_batch, chunk = s->prefill_chunk;
+    if ((rc = exo_config_option_u64(cfg, opts, "batch", batch, 1, EXO_SHARD_MAX_REQS, &batch,
+                                    err, errlen)) ||
+        (rc = exo_config_option_u64(cfg, opts, "prefill_chunk", chunk, 1, 1u << 20, &chunk,
+                                    err, errlen)))
+      return rc;
+    s->max_batch = (uint32_t)batch;
+    s->prefill_chunk = (uint32_t)chunk;
   }
   return 0;
 }
@@ -260,11 +297,15 @@ static void shard_stop(struct exo_actor *self, void *state)
 {
   (void)self;
   struct shard_state *s = state;
+  if (s->n_forwards)
+    SLOG(EXO_LOG_INFO, "%" PRIu64 " forwards ran %" PRIu64 " request steps (largest batch %"
+         PRIu64 ")", s->n_forwards, s->n_steps, s->max_seen_batch);
   unload(s);
+  while (s->n_pend)
+    pend_remove(s, s->n_pend - 1);
   free(s->out);
-  free(s->in);
-  free(s->raw);
-  s->out = s->in = s->raw = NULL;
+  free(s->logits);
+  s->out = s->logits = NULL;
 }
 
 static void send_ready_to(struct exo_actor *self, struct exo_addr dst, uint64_t epoch,
@@ -335,6 +376,8 @@ static void try_ready(struct exo_actor *self, struct shard_state *s)
 static int shard_timer(struct exo_actor *self, void *state, uint32_t id)
 {
   struct shard_state *s = state;
+  if (id == FLUSH_TIMER)
+    return flush(self, s);
   if (id == READY_TIMER && s->ready_pending) {
     s->ready_waited_ms += READY_POLL_MS;
     try_ready(self, s);
@@ -554,33 +597,16 @@ static size_t put_logprobs(uint8_t *p, const float *logits, int V, int32_t id, u
   return 8 + 8 * (size_t)n;
 }
 
-/* Runs this shard's layers on n rows at pos (tokens when first, else hidden) and passes
- * the result on. stages[0..n_stages) are the timings so far, this stage's transfer_in
- * already filled at stages[n_stages - 1]. */
-static int run_step(struct exo_actor *self, struct shard_state *s, struct shard_req *r,
-                    const int32_t *tokens, const float *hidden, int n, int pos,
-                    struct exo_gen_stage *stages, uint32_t n_stages)
+/* Passes on one request's step whose forward output is out[rows, cols]: HIDDEN to the next
+ * stage, or (last stage, once the whole history is in the cache) the sampled TOKEN to the
+ * first stage and the origin. stages[n_stages - 1] is this stage's record. */
+static int emit(struct exo_actor *self, struct shard_state *s, struct shard_req *r,
+                const float *out, size_t rows, size_t cols, int pos,
+                struct exo_gen_stage *stages, uint32_t n_stages)
 {
-  char err[256] = "";
   const int H = s->m->cfg.hidden_size, V = s->m->cfg.vocab_size;
-  uint64_t t0 = exo_gen_now_ns();
-  struct exo_forward_seq seq = {.kv = r->kv, .n_tokens = n, .start_pos = pos};
-  struct exo_forward_batch b = {.n_seqs = 1, .seqs = &seq, .tokens = tokens,
-                                .hidden_in = hidden, .logits_last_only = 1};
-  size_t rows = (size_t)exo_forward_out_rows(s->m, &b);
-  size_t cols = (size_t)exo_forward_out_cols(s->m, &b);
-  if (grow(&s->out, &s->out_cap, rows * cols))
-    return -ENOMEM;
-  int rc = exo_forward(s->m, &b, s->out, s->scratch, err, sizeof err);
-  if (rc) {
-    SLOG(EXO_LOG_WARN, "request %" PRIu64 ": forward: %s", r->id, err);
-    send_error(self, s, r->origin, r->id, rc);
-    req_free(s, r);
-    return 0;
-  }
-  struct exo_gen_stage *me = &stages[n_stages - 1];
+  int rc;
   if (!s->is_last) {
-    me->compute_ns = exo_gen_now_ns() - t0;
     size_t esz = s->wire_f16 ? sizeof(uint16_t) : sizeof(float);
     size_t len = EXO_GEN_HIDDEN_HEAD + rows * cols * esz;
     uint8_t *p = exo_msg_alloc(len);
@@ -592,9 +618,9 @@ static int run_step(struct exo_actor *self, struct shard_state *s, struct shard_
     exo_gen_put_u32(p + 12, n_stages);
     exo_gen_put_stages(p + 16, stages, n_stages);
     if (s->wire_f16)
-      exo_f16_pack(s->out, (uint16_t *)(void *)(p + EXO_GEN_HIDDEN_HEAD), rows * cols);
+      exo_f16_pack(out, (uint16_t *)(void *)(p + EXO_GEN_HIDDEN_HEAD), rows * cols);
     else
-      memcpy(p + EXO_GEN_HIDDEN_HEAD, s->out, rows * cols * sizeof(float));
+      memcpy(p + EXO_GEN_HIDDEN_HEAD, out, rows * cols * sizeof(float));
     exo_gen_put_u32(p + 24 + EXO_GEN_STAGES_WIRE, s->wire_f16 ? EXO_GEN_WIRE_F16 : EXO_GEN_WIRE_F32);
     exo_gen_put_u32(p + 28 + EXO_GEN_STAGES_WIRE, 0);
     exo_gen_put_u64(p + 16 + EXO_GEN_STAGES_WIRE, exo_gen_now_ns());
@@ -603,14 +629,15 @@ static int run_step(struct exo_actor *self, struct shard_state *s, struct shard_
     void *vp = p;
     rc = exo_actor_send_buf(self, &env, &vp, len);
     if (rc) {
-      SLOG(EXO_LOG_WARN, "HIDDEN to node %u: %s", s->next.node,
-              strerror(-rc));
+      SLOG(EXO_LOG_WARN, "HIDDEN to node %u: %s", s->next.node, strerror(-rc));
       send_error(self, s, r->origin, r->id, rc);
       req_free(s, r);
     }
     return 0;
   }
-  /* Last stage: sample beside the logits. */
+  /* Last stage: sample beside the logits, once the prefill's last chunk is in. */
+  if ((size_t)r->kv->n_pos < r->n_hist)
+    return 0;
   if (r->n_hist + 1 > r->cap) {
     size_t cap = r->cap ? r->cap * 2 : 64;
     int32_t *h = realloc(r->hist, cap * sizeof *h);
@@ -619,12 +646,11 @@ static int run_step(struct exo_actor *self, struct shard_state *s, struct shard_
     r->hist = h;
     r->cap = cap;
   }
-  if ((r->flags & EXO_GEN_PROMPT_F_LOGPROBS) && grow(&s->raw, &s->raw_cap, (size_t)V))
+  if (grow(&s->logits, &s->logits_cap, (size_t)V))
     return -ENOMEM;
-  if (r->flags & EXO_GEN_PROMPT_F_LOGPROBS)
-    memcpy(s->raw, s->out, (size_t)V * sizeof(float));
+  memcpy(s->logits, out, (size_t)V * sizeof(float)); /* sampling edits them in place */
   int32_t id;
-  rc = exo_sampler_sample(s->sampler, &r->sp, s->out, r->hist, r->n_hist, r->n_prompt,
+  rc = exo_sampler_sample(s->sampler, &r->sp, s->logits, r->hist, r->n_hist, r->n_prompt,
                           r->sample_key, (int64_t)r->n_hist, &id);
   if (rc) {
     send_error(self, s, r->origin, r->id, rc);
@@ -642,11 +668,10 @@ static int run_step(struct exo_actor *self, struct shard_state *s, struct shard_
   uint8_t buf[EXO_GEN_TOKEN_MAX_SIZE] = {0};
   size_t blen = EXO_GEN_TOKEN_SIZE;
   uint32_t flags = (final ? EXO_GEN_TOKEN_FINAL : 0) | (final && eos ? EXO_GEN_TOKEN_EOS : 0);
-  if (r->flags & EXO_GEN_PROMPT_F_LOGPROBS) {
+  if (r->flags & EXO_GEN_PROMPT_F_LOGPROBS) { /* of the raw logits, as OpenAI reports */
     flags |= EXO_GEN_TOKEN_LOGPROBS;
-    blen += put_logprobs(buf + EXO_GEN_TOKEN_SIZE, s->raw, V, id, r->top_logprobs);
+    blen += put_logprobs(buf + EXO_GEN_TOKEN_SIZE, out, V, id, r->top_logprobs);
   }
-  me->compute_ns = exo_gen_now_ns() - t0;
   exo_gen_put_u32(buf, (uint32_t)id);
   exo_gen_put_u32(buf + 4, flags);
   exo_gen_put_u64(buf + 8, position);
@@ -674,6 +699,190 @@ static int run_step(struct exo_actor *self, struct shard_state *s, struct shard_
       SLOG(EXO_LOG_WARN, "TOKEN to node %u: %s", dsts[i].node, strerror(-rc));
   }
   return 0;
+}
+
+/* ---- continuous batching ------------------------------------------------------------
+ * Steps wait in s->pend until the flush timer (0 ms: it runs once the loop has handled
+ * every message already queued). A flush runs the single-row steps of up to max_batch
+ * distinct requests as one forward (one pass over each weight matrix), then one prefill
+ * chunk of at most prefill_chunk rows as a forward of its own, so a long prompt never
+ * holds every stream for its whole length. Each request's rows are computed the same way
+ * whatever else shares the batch (exo_forward_batch.batch_invariant), and its prefill in
+ * the same chunks, so its tokens do not depend on the other requests. */
+
+static void step_drop(struct pending_step *st)
+{
+  free(st->tokens);
+  free(st->hidden);
+  memset(st, 0, sizeof *st);
+}
+
+static void pend_remove(struct shard_state *s, size_t i)
+{
+  step_drop(&s->pend[i]);
+  memmove(&s->pend[i], &s->pend[i + 1], (s->n_pend - i - 1) * sizeof s->pend[0]);
+  memset(&s->pend[--s->n_pend], 0, sizeof s->pend[0]);
+}
+
+/* Removes the steps that ran to the end or died with their request. */
+static void pend_sweep(struct shard_state *s)
+{
+  for (size_t i = 0; i < s->n_pend;)
+    if (s->pend[i].done || !s->pend[i].r)
+      pend_remove(s, i);
+    else
+      i++;
+}
+
+/* The position the next step of r must start at: its cache plus what waits. */
+static int next_pos(const struct shard_state *s, const struct shard_req *r)
+{
+  int pos = r->kv->n_pos;
+  for (size_t i = 0; i < s->n_pend; i++)
+    if (s->pend[i].r == r && !s->pend[i].done)
+      pos += s->pend[i].n - s->pend[i].off;
+  return pos;
+}
+
+/* Queues a step (takes tokens / hidden) and arms the flush. */
+static int enqueue(struct exo_actor *self, struct shard_state *s, struct shard_req *r,
+                   int32_t *tokens, float *hidden, int n, int pos,
+                   const struct exo_gen_stage *stages, uint32_t n_stages)
+{
+  if (s->n_pend == EXO_SHARD_MAX_PENDING)
+    pend_sweep(s);
+  if (s->n_pend == EXO_SHARD_MAX_PENDING) {
+    free(tokens);
+    free(hidden);
+    send_error(self, s, r->origin, r->id, -ENOBUFS);
+    req_free(s, r);
+    return 0;
+  }
+  struct pending_step *st = &s->pend[s->n_pend++];
+  *st = (struct pending_step){.r = r, .n = n, .pos = pos, .tokens = tokens, .hidden = hidden,
+                              .n_stages = n_stages};
+  memcpy(st->stages, stages, n_stages * sizeof *stages);
+  if (!s->flush_armed && exo_actor_timer_start(self, FLUSH_TIMER, 0, false) == 0)
+    s->flush_armed = true;
+  return 0;
+}
+
+/* One forward over steps[k] (rows[i] rows of each from its offset), then each passed on. */
+static int run_batch(struct exo_actor *self, struct shard_state *s, struct pending_step **steps,
+                     const int *rows, int k)
+{
+  const int H = s->m->cfg.hidden_size;
+  int total = 0;
+  for (int i = 0; i < k; i++)
+    total += rows[i];
+  struct exo_forward_seq seqs[EXO_SHARD_MAX_REQS];
+  int32_t *tok = NULL;
+  float *hid = NULL;
+  if (s->is_first && !(tok = malloc((size_t)total * sizeof *tok)))
+    return -ENOMEM;
+  if (!s->is_first && !(hid = malloc((size_t)total * H * sizeof *hid))) {
+    free(tok);
+    return -ENOMEM;
+  }
+  for (int i = 0, at = 0; i < k; i++) {
+    struct pending_step *st = steps[i];
+    seqs[i] = (struct exo_forward_seq){.kv = st->r->kv, .n_tokens = rows[i],
+                                       .start_pos = st->pos + st->off};
+    if (tok)
+      memcpy(tok + at, st->tokens + st->off, (size_t)rows[i] * sizeof *tok);
+    else
+      memcpy(hid + (size_t)at * H, st->hidden + (size_t)st->off * H,
+             (size_t)rows[i] * H * sizeof *hid);
+    at += rows[i];
+  }
+  struct exo_forward_batch b = {.n_seqs = k, .seqs = seqs, .tokens = tok, .hidden_in = hid,
+                                .logits_last_only = 1};
+  size_t out_rows = (size_t)exo_forward_out_rows(s->m, &b);
+  size_t cols = (size_t)exo_forward_out_cols(s->m, &b);
+  char err[256] = "";
+  uint64_t t0 = exo_gen_now_ns();
+  int rc = grow(&s->out, &s->out_cap, out_rows * cols);
+  if (!rc)
+    rc = exo_forward(s->m, &b, s->out, s->scratch, err, sizeof err);
+  uint64_t compute = exo_gen_now_ns() - t0;
+  s->n_forwards++;
+  s->n_steps += (uint64_t)k;
+  if ((uint64_t)k > s->max_seen_batch)
+    s->max_seen_batch = (uint64_t)k;
+  free(tok);
+  free(hid);
+  if (rc == -ENOMEM)
+    return rc;
+  if (rc) { /* no cache changed: find the culprit by running each alone */
+    if (k > 1) {
+      for (int i = 0; i < k; i++)
+        if ((rc = run_batch(self, s, &steps[i], &rows[i], 1)) == -ENOMEM)
+          return rc;
+      return 0;
+    }
+    struct shard_req *r = steps[0]->r;
+    SLOG(EXO_LOG_WARN, "request %" PRIu64 ": forward: %s", r->id, err);
+    send_error(self, s, r->origin, r->id, rc);
+    req_free(s, r); /* marks its steps done */
+    return 0;
+  }
+  for (int i = 0, at = 0; i < k; i++) {
+    struct pending_step *st = steps[i];
+    size_t r_rows = s->is_last ? 1 : (size_t)rows[i];
+    const float *o = s->out + (s->is_last ? (size_t)i : (size_t)at) * cols;
+    int pos = st->pos + st->off;
+    at += rows[i];
+    st->off += rows[i];
+    st->stages[st->n_stages - 1].compute_ns = compute;
+    st->done = st->off == st->n;
+    struct shard_req *r = st->r;
+    if ((rc = emit(self, s, r, o, r_rows, cols, pos, st->stages, st->n_stages)) < 0)
+      return rc;
+  }
+  return 0;
+}
+
+static int flush(struct exo_actor *self, struct shard_state *s)
+{
+  s->flush_armed = false;
+  pend_sweep(s);
+  if (!s->m) {
+    while (s->n_pend)
+      pend_remove(s, s->n_pend - 1);
+    return 0;
+  }
+  /* the oldest waiting step of each request; single-row ones batch */
+  struct pending_step *dec[EXO_SHARD_MAX_REQS], *pre = NULL;
+  int dec_rows[EXO_SHARD_MAX_REQS], k = 0;
+  const struct shard_req *seen[EXO_SHARD_MAX_PENDING];
+  size_t n_seen = 0;
+  for (size_t i = 0; i < s->n_pend; i++) {
+    struct pending_step *st = &s->pend[i];
+    bool first_of_req = true;
+    for (size_t j = 0; j < n_seen && first_of_req; j++)
+      first_of_req = seen[j] != st->r;
+    seen[n_seen++] = st->r;
+    if (!first_of_req)
+      continue;
+    if (st->n - st->off == 1 && k < (int)s->max_batch && k < (int)EXO_SHARD_MAX_REQS) {
+      dec[k] = st;
+      dec_rows[k++] = 1;
+    } else if (st->n - st->off > 1 && !pre) {
+      pre = st;
+    }
+  }
+  int rc = k ? run_batch(self, s, dec, dec_rows, k) : 0;
+  /* one prefill chunk after the decode batch (unless that batch ended its request) */
+  if (rc == 0 && pre && pre->r && !pre->done && s->m) {
+    int chunk = pre->n - pre->off;
+    if (chunk > (int)s->prefill_chunk)
+      chunk = (int)s->prefill_chunk;
+    rc = run_batch(self, s, &pre, &chunk, 1);
+  }
+  pend_sweep(s);
+  if (s->n_pend && !s->flush_armed && exo_actor_timer_start(self, FLUSH_TIMER, 0, false) == 0)
+    s->flush_armed = true;
+  return rc;
 }
 
 static int on_prompt(struct exo_actor *self, struct shard_state *s, const struct exo_msg *msg)
@@ -748,14 +957,18 @@ static int on_prompt(struct exo_actor *self, struct shard_state *s, const struct
     if (rc)
       SLOG(EXO_LOG_WARN, "PROMPT to node %u: %s", s->next.node, strerror(-rc));
   }
-  int rc = 0;
-  if (s->is_first) {
+  if (s->is_first) { /* the last stage keeps tok as the history: the step gets a copy */
     struct exo_gen_stage st = {.node = exo_actor_addr(self).node};
-    rc = run_step(self, s, r, tok, NULL, (int)n, 0, &st, 1);
+    int32_t *mine = tok;
+    if (s->is_last && !(mine = malloc((size_t)n * sizeof *mine)))
+      return -ENOMEM;
+    if (s->is_last)
+      memcpy(mine, tok, (size_t)n * sizeof *mine);
+    return enqueue(self, s, r, mine, NULL, (int)n, 0, &st, 1);
   }
   if (!s->is_last)
     free(tok);
-  return rc;
+  return 0;
 }
 
 static int on_hidden(struct exo_actor *self, struct shard_state *s, const struct exo_msg *msg)
@@ -780,7 +993,7 @@ static int on_hidden(struct exo_actor *self, struct shard_state *s, const struct
   }
   struct shard_req *r = s->is_last ? req_find(s, msg->env.request_id)
                                    : req_get(s, msg->env.request_id);
-  if (!r || (s->is_last && !r->hist) || (uint32_t)r->kv->n_pos != pos) {
+  if (!r || (s->is_last && !r->hist) || (uint32_t)next_pos(s, r) != pos) {
     SLOG(EXO_LOG_WARN, "HIDDEN for request %" PRIu64 " at %u: no such request "
             "or position (dropped)", msg->env.request_id, pos);
     s->dropped++;
@@ -792,13 +1005,14 @@ static int on_hidden(struct exo_actor *self, struct shard_state *s, const struct
                                     .transfer_in_ns =
                                         now - exo_gen_get_u64(p + 16 + EXO_GEN_STAGES_WIRE)};
   size_t nf = (size_t)rows * H;
-  if (grow(&s->in, &s->in_cap, nf))
+  float *in = malloc(nf * sizeof *in);
+  if (!in)
     return -ENOMEM;
   if (dtype == EXO_GEN_WIRE_F16) /* exo_f16_unpack reads unaligned sources */
-    exo_f16_unpack((const uint16_t *)(const void *)(p + EXO_GEN_HIDDEN_HEAD), s->in, nf);
+    exo_f16_unpack((const uint16_t *)(const void *)(p + EXO_GEN_HIDDEN_HEAD), in, nf);
   else
-    memcpy(s->in, p + EXO_GEN_HIDDEN_HEAD, nf * sizeof(float)); /* frames are not float-aligned */
-  return run_step(self, s, r, NULL, s->in, (int)rows, (int)pos, st, n_st + 1);
+    memcpy(in, p + EXO_GEN_HIDDEN_HEAD, nf * sizeof(float)); /* frames are not float-aligned */
+  return enqueue(self, s, r, NULL, in, (int)rows, (int)pos, st, n_st + 1);
 }
 
 static int on_token(struct exo_actor *self, struct shard_state *s, const struct exo_msg *msg)
@@ -821,13 +1035,17 @@ static int on_token(struct exo_actor *self, struct shard_state *s, const struct 
   }
   int32_t id = (int32_t)exo_gen_get_u32(p);
   uint64_t pos = exo_gen_get_u64(p + 8);
-  if (pos != (uint64_t)r->kv->n_pos || id < 0 || id >= s->m->cfg.vocab_size) {
+  if (pos != (uint64_t)next_pos(s, r) || id < 0 || id >= s->m->cfg.vocab_size) {
     s->dropped++;
     return 0;
   }
   struct exo_gen_stage st = {.node = exo_actor_addr(self).node,
                              .transfer_in_ns = now - exo_gen_get_u64(p + 16)};
-  return run_step(self, s, r, &id, NULL, 1, (int)pos, &st, 1);
+  int32_t *one = malloc(sizeof *one);
+  if (!one)
+    return -ENOMEM;
+  *one = id;
+  return enqueue(self, s, r, one, NULL, 1, (int)pos, &st, 1);
 }
 
 static int shard_message(struct exo_actor *self, void *state, const struct exo_msg *msg)
