@@ -194,6 +194,12 @@ static const struct exo_actor_kind client_kind = {
 
 int exo_client_new(const char *listen, struct exo_client **out, char *err, size_t errlen)
 {
+  return exo_client_new_keyed(listen, NULL, out, err, errlen);
+}
+
+int exo_client_new_keyed(const char *listen, const char *key_path, struct exo_client **out,
+                         char *err, size_t errlen)
+{
   char addr[64];
   if (!listen) {
     int port, rc = exo_local_cluster_pick_port(&port);
@@ -222,7 +228,8 @@ int exo_client_new(const char *listen, struct exo_client **out, char *err, size_
   id |= 0x80000000u;
   c->next_req = 1;
   struct exo_node_opts opts = {.node_id = id, .listen = listen, .loops = 1,
-                               .supervision = {.intensity = 0, .period_ms = 1000}};
+                               .supervision = {.intensity = 0, .period_ms = 1000},
+                               .key_path = key_path};
   struct exo_actor *a;
   int rc = exo_node_new_opts(&opts, &c->node, err, errlen);
   if (rc)

@@ -27,6 +27,10 @@ void exo_client_result_fini(struct exo_client_result *r);
  * nanomsg: give a port; NULL picks a free loopback one). Its node id is random above
  * 2^31 (cluster nodes use small ids). Returns 0 or -errno with err filled. */
 int exo_client_new(const char *listen, struct exo_client **out, char *err, size_t errlen);
+/* Same for a keyed cluster: key_path (NULL: none) is the cluster key file (runtime/auth.h);
+ * without the right key a keyed cluster drops every frame of this client. */
+int exo_client_new_keyed(const char *listen, const char *key_path, struct exo_client **out,
+                         char *err, size_t errlen);
 void exo_client_free(struct exo_client *c); /* NULL ok */
 
 /* Connects to a node's listen address and waits (up to timeout_ms) for its HELLO; its id

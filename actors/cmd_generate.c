@@ -370,6 +370,7 @@ int exo_cmd_generate(int argc, char **argv)
     struct exo_cluster_gen_opts co = {.exe = exe, .model_dir = model_dir, .n_nodes = gen_nodes,
                                       .partition = gen_partition, .stats = gen_stats,
                                       .connect = gen_config ? connect : NULL,
+                                      .key_path = node_cfg ? node_cfg->key_path : NULL,
                                       .on_token = exo_gen_print_token, .arg = &pr};
     int32_t *out_ids = NULL;
     size_t n_out = 0;

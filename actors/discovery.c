@@ -3,6 +3,9 @@
  * turns what it hears into topology entries (actors/cluster.h) and peer connections.
  * Owns the UDP socket and this process's instance nonce. Must not judge liveness (the
  * health actor does) nor decide ranges (the partitioner does).
+ * With a cluster key every datagram ends in its tag (runtime/auth.h, discovery domain) and
+ * untagged or foreign ones are dropped before parsing; nanomsg ANNOUNCEs ride the keyed
+ * transport.
  * Duplicate ids: of two live instances with one id, the younger (fewer announcements)
  * exits with a message; the older reports the twin and ignores it, as third parties do:
  * never merged. */
@@ -26,6 +29,7 @@
 #include "actors/control.h"
 #include "actors/default_model.h"
 #include "common/err.h"
+#include "runtime/auth.h"
 #include "runtime/log.h"
 #include "runtime/loop.h"
 #include "runtime/node.h"
@@ -46,7 +50,8 @@ struct disc_state {
   struct event *ev;
   struct sockaddr_in bcast;
   uint32_t interval_ms;
-  uint64_t heard, ignored, duplicates;
+  uint64_t heard, ignored, duplicates, unsigned_dropped;
+  struct exo_auth *auth; /* the cluster key: datagrams carry its tag; NULL: unkeyed */
   /* senders already reported (cluster/protocol mismatch or twin), so a log line is
    * written once per instance rather than every 200 ms */
   uint64_t reported[MAX_REPORTED];
@@ -224,29 +229,44 @@ static void on_udp(evutil_socket_t fd, short what, void *arg)
   struct disc_state *s = arg;
   /* drain what is there (bounded: a flood cannot hold the loop) */
   for (int i = 0; i < 64; i++) {
-    char buf[EXO_ANNOUNCE_MAX + 1];
+    char buf[EXO_ANNOUNCE_MAX + EXO_AUTH_MAC_BYTES + 1];
     struct sockaddr_in from;
     socklen_t fl = sizeof from;
     ssize_t n = recvfrom(fd, buf, sizeof buf, MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
     if (n < 0)
       return;
-    if ((size_t)n > EXO_ANNOUNCE_MAX) {
+    size_t len = (size_t)n;
+    if (s->auth && exo_auth_open(s->auth, EXO_AUTH_DOMAIN_DISCOVERY, buf, len, &len)) {
+      /* no tag or another key's: not one of ours (logged once per sender address) */
+      if (s->unsigned_dropped++ % 1000 == 0) {
+        char ip[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &from.sin_addr, ip, sizeof ip);
+        DLOG(EXO_LOG_WARN, "announcement from %s without this cluster's key tag dropped "
+             "(%" PRIu64 " so far)", ip, s->unsigned_dropped);
+      }
+      continue;
+    }
+    if (len > EXO_ANNOUNCE_MAX) {
       s->ignored++;
       continue;
     }
-    heard(s, buf, (size_t)n, &from);
+    heard(s, buf, len, &from);
   }
 }
 
 static void announce(struct disc_state *s)
 {
   s->me.seq++;
-  char buf[EXO_ANNOUNCE_MAX + 1];
-  int n = exo_announce_encode(&s->me, buf, sizeof buf);
+  char buf[EXO_ANNOUNCE_MAX + EXO_AUTH_MAC_BYTES + 1];
+  int n = exo_announce_encode(&s->me, buf, EXO_ANNOUNCE_MAX + 1);
   if (n < 0)
     return;
+  size_t dlen = (size_t)n;
+  if (s->auth && exo_auth_sign(s->auth, EXO_AUTH_DOMAIN_DISCOVERY, buf, (size_t)n, sizeof buf,
+                               &dlen))
+    return;
   if (s->fd >= 0)
-    (void)sendto(s->fd, buf, (size_t)n, MSG_DONTWAIT, (const struct sockaddr *)&s->bcast,
+    (void)sendto(s->fd, buf, dlen, MSG_DONTWAIT, (const struct sockaddr *)&s->bcast,
                  sizeof s->bcast);
   struct exo_node *node = exo_actor_node(s->self);
   uint32_t ids[EXO_CLUSTER_MAX_NODES];
@@ -304,6 +324,14 @@ static int disc_init(struct exo_actor *self, void *state, const struct exo_confi
   }
   if (sodium_init() < 0)
     return -EIO;
+  if (cfg && cfg->key_path) {
+    char kerr[256];
+    int krc = exo_auth_load(cfg->key_path, &s->auth, kerr, sizeof kerr);
+    if (krc) {
+      exo_errf(err, errlen, "discovery: %s", kerr);
+      return krc;
+    }
+  }
   while (s->me.instance == 0)
     randombytes_buf(&s->me.instance, sizeof s->me.instance);
   s->me.memory_bytes = mem_available();
@@ -377,6 +405,8 @@ static void disc_stop(struct exo_actor *self, void *state)
     event_free(s->ev);
   if (s->fd >= 0)
     close(s->fd);
+  exo_auth_free(s->auth);
+  s->auth = NULL;
   s->ev = NULL;
   s->fd = -1;
 }

@@ -63,6 +63,8 @@ static int write_config(const struct exo_local_cluster *c, int i,
           c->addr[i], o->log_level ? o->log_level : "warn");
   if (o->model)
     fprintf(f, "model: \"%s\"\n", o->model);
+  if (o->node_key)
+    fprintf(f, "key: \"%s\"\n", o->node_key);
   if (c->n > 1 && !o->udp_port) {
     fprintf(f, "peers: [");
     for (int j = 0, k = 0; j < c->n; j++)
@@ -369,7 +371,7 @@ static int run_client(const struct exo_cluster_gen_opts *o, struct exo_local_clu
   struct exo_client *cl = NULL;
   struct exo_client_result res = {0};
   uint32_t target = 0;
-  int rc = exo_client_new(NULL, &cl, err, errlen);
+  int rc = exo_client_new_keyed(NULL, o->key_path, &cl, err, errlen);
   if (rc)
     goto out;
   for (int waited = 0;; waited += 100) {

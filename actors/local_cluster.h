@@ -31,6 +31,7 @@ struct exo_local_cluster_opts {
   const char *wire_dtype; /* shard-worker wire_dtype (f32 when NULL) */
   int prefill_chunk;      /* shard-worker prefill_chunk (0: its default) */
   int batch;              /* shard-worker batch (0: its default) */
+  const char *node_key;   /* written as every config's `key:` (NULL: unauthenticated) */
 };
 
 /* Picks a free tcp port on 127.0.0.1 (bind to port 0, read it back, close). */
@@ -60,6 +61,7 @@ struct exo_cluster_gen_opts {
   const char *model_dir;
   int n_nodes;           /* 0: as many as partition has ranges */
   const char *connect;   /* a running node's address: use that cluster, start none */
+  const char *key_path;  /* with connect: the cluster key file (NULL: unauthenticated) */
   const char *partition; /* "a:b,b:c,..." or NULL: even split (actors/partition.c) */
   int stats;             /* per-step timing lines on stderr */
   void (*on_token)(void *arg, int32_t id); /* runs on the origin's loop thread */

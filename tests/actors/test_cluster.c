@@ -19,6 +19,7 @@
 
 #include "actors/client.h"
 #include "actors/local_cluster.h"
+#include "runtime/auth.h"
 #include "tests/test.h"
 
 static double now_s(void)
@@ -273,9 +274,73 @@ out:
   exo_local_cluster_free(c);
 }
 
+/* A keyed cluster on UDP discovery: its datagrams carry the key's tag; a keyless node of
+ * the same cluster name on the same port is dropped before parsing and never mapped; a
+ * client with the key generates, one without it is not answered. */
+static void keyed_discovery_ignores_keyless_nodes(void)
+{
+  char exe[PATH_MAX], dir[PATH_MAX], err[512] = "", line[512], key[128];
+  int32_t prompt[64], want[64];
+  size_t np, nw;
+  exe_path(exe, sizeof exe);
+  CHECK(load_greedy("tiny-llama", dir, sizeof dir, prompt, &np, want, &nw) == 0);
+  snprintf(key, sizeof key, "/tmp/exo-test-key-%d", (int)getpid());
+  unlink(key);
+  CHECK_INT_EQ(exo_auth_keygen(key, false, err, sizeof err), 0);
+  int port = free_udp_port();
+  struct exo_local_cluster *c = NULL, *outsider = NULL;
+  struct exo_client *cl = NULL, *nokey = NULL;
+  struct exo_local_cluster_opts o = {.exe = exe, .n_nodes = 2, .first_id = 1, .model = dir,
+                                     .udp_port = port, .log_level = "info", .node_key = key};
+  CHECK_INT_EQ(exo_local_cluster_start(&o, &c, err, sizeof err), 0);
+  struct exo_local_cluster_opts oo = o;
+  oo.n_nodes = 1;
+  oo.first_id = 3;
+  oo.node_key = NULL;
+  oo.min_nodes = 1;
+  CHECK_INT_EQ(exo_local_cluster_start(&oo, &outsider, err, sizeof err), 0);
+  CHECK_INT_EQ(exo_client_new_keyed(NULL, key, &cl, err, sizeof err), 0);
+  if (!c || !cl || !outsider)
+    goto out;
+  uint32_t n1 = 0;
+  for (double t0 = now_s(); exo_client_connect(cl, exo_local_cluster_addr(c, 0), 50, &n1, err,
+                                               sizeof err) && now_s() - t0 < 10;)
+    ;
+  struct exo_req_submit req = {.max_tokens = (uint32_t)nw, .flags = EXO_REQ_F_STATS,
+                               .prompt = prompt, .n_prompt = np};
+  exo_sample_params_default(&req.sp);
+  struct exo_client_result res = {0};
+  struct timespec settle = {1, 0}; /* the outsider announces meanwhile */
+  nanosleep(&settle, NULL);
+  int rc = exo_client_generate(cl, n1, &req, NULL, NULL, 10000, &res, err, sizeof err);
+  if (rc)
+    fprintf(stderr, "keyed generate: %s\n", err);
+  CHECK_INT_EQ(rc, 0);
+  CHECK_INT_EQ(res.n_ids, nw);
+  for (size_t i = 0; i < res.n_ids && i < nw; i++)
+    CHECK_INT_EQ(res.ids[i], want[i]);
+  if (res.n_ids)
+    CHECK_INT_EQ(res.events[res.n_ids - 1].n_stages, 2); /* node 3 is not in the map */
+  exo_client_result_fini(&res);
+  CHECK(log_has(c, 0, "without this cluster's key tag dropped", line, sizeof line));
+  /* a client without the key gets no HELLO back from a keyed node */
+  CHECK_INT_EQ(exo_client_new(NULL, &nokey, err, sizeof err), 0);
+  uint32_t id = 0;
+  CHECK(nokey && exo_client_connect(nokey, exo_local_cluster_addr(c, 0), 1000, &id, err,
+                                    sizeof err) == -ETIMEDOUT);
+  CHECK_INT_EQ(exo_local_cluster_check(c, err, sizeof err), 0);
+out:
+  exo_client_free(nokey);
+  exo_client_free(cl);
+  exo_local_cluster_free(outsider);
+  exo_local_cluster_free(c);
+  unlink(key);
+}
+
 int main(void)
 {
   EXO_RUN(discovery_three_nodes_no_peer_list);
   EXO_RUN(health_sigstop_moves_map_and_request_survives);
+  EXO_RUN(keyed_discovery_ignores_keyless_nodes);
   return exo_test_result();
 }
