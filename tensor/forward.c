@@ -2,7 +2,9 @@
  * style): embed -> for each layer [rmsnorm, q/k/v (+bias), RoPE, causal GQA attention
  * over the KV cache, o_proj, residual, rmsnorm, SwiGLU MLP, residual] -> final norm ->
  * LM head. All sequences of a batch share the matrix products (one sgemm over every
- * row); attention runs per sequence against its own cache.
+ * row); attention runs per sequence against its own cache. With batch_invariant the
+ * products go through exo_matmul_rows and attention always row by row, so a row's bits
+ * never depend on the rest of the batch (norms, RoPE, SwiGLU are per row anyway).
  * Must not allocate in a decode step once the scratch has grown, and must not change a
  * cache when it returns an error. */
 #include "common/err.h"
@@ -384,6 +386,19 @@ static void exo_forward_attention_gemm(const struct exo_model_config *c,
   }
 }
 
+/* y = x W^T for the batch's rows: batch-invariant kernels when asked (see forward.h). */
+static void exo_forward_linear(struct exo_forward_scratch *s, int invariant, float *y,
+                               const float *x, int n, const struct exo_weight *w,
+                               const float *bias, int accumulate)
+{
+  /* exo_forward_check_model vetted every dtype and shape, and the workspace is reserved:
+   * neither product can fail here. */
+  if (invariant)
+    exo_matmul_rows(&s->ws, y, x, n, w, bias, accumulate);
+  else
+    exo_matmul_ex(&s->ws, y, x, n, w, bias, accumulate);
+}
+
 int exo_forward(const struct exo_model *m, const struct exo_forward_batch *b, float *out,
                 struct exo_forward_scratch *s, char *err, size_t errlen)
 {
@@ -398,6 +413,7 @@ int exo_forward(const struct exo_model *m, const struct exo_forward_batch *b, fl
   const int dim = c->hidden_size, hd = c->head_dim, q_dim = c->n_heads * hd,
             kv_dim = c->n_kv_heads * hd, ff = c->intermediate_size;
   float *x = s->x;
+  const int inv = b->batch_invariant;
 
   /* Input: embedding rows, or the hidden state of the previous range. */
   if (m->layer_begin == 0) {
@@ -413,9 +429,10 @@ int exo_forward(const struct exo_model *m, const struct exo_forward_batch *b, fl
 
     /* Attention block: x += o_proj(attention(rope(q), rope(k), v)). */
     exo_rmsnorm(s->xb, x, w->attn_norm.data, total, dim, c->rms_norm_eps);
-    exo_matmul_ex(&s->ws, s->q, s->xb, total, &w->wq, c->attention_bias ? w->bq.data : NULL, 0);
-    exo_matmul_ex(&s->ws, s->k, s->xb, total, &w->wk, c->attention_bias ? w->bk.data : NULL, 0);
-    exo_matmul_ex(&s->ws, s->v, s->xb, total, &w->wv, c->attention_bias ? w->bv.data : NULL, 0);
+    const int ab = c->attention_bias;
+    exo_forward_linear(s, inv, s->q, s->xb, total, &w->wq, ab ? w->bq.data : NULL, 0);
+    exo_forward_linear(s, inv, s->k, s->xb, total, &w->wk, ab ? w->bk.data : NULL, 0);
+    exo_forward_linear(s, inv, s->v, s->xb, total, &w->wv, ab ? w->bv.data : NULL, 0);
     int row = 0;
     for (int i = 0; i < b->n_seqs; i++) {
       const struct exo_forward_seq *seq = &b->seqs[i];
@@ -428,7 +445,7 @@ int exo_forward(const struct exo_model *m, const struct exo_forward_batch *b, fl
         memcpy(seq->kv->v[l] + (size_t)pos * kv_dim, s->v + (size_t)(row + t) * kv_dim,
                (size_t)kv_dim * sizeof(float));
       }
-      if (seq->n_tokens >= EXO_ATTN_GEMM_MIN)
+      if (seq->n_tokens >= EXO_ATTN_GEMM_MIN && !inv)
         exo_forward_attention_gemm(c, seq, l, s->q + (size_t)row * q_dim,
                                    s->att + (size_t)row * q_dim, s->scores);
       else
@@ -436,14 +453,15 @@ int exo_forward(const struct exo_model *m, const struct exo_forward_batch *b, fl
                                    s->att + (size_t)row * q_dim, s->scores);
       row += seq->n_tokens;
     }
-    exo_matmul_ex(&s->ws, x, s->att, total, &w->wo, c->o_proj_bias ? w->bo.data : NULL, 1);
+    exo_forward_linear(s, inv, x, s->att, total, &w->wo, c->o_proj_bias ? w->bo.data : NULL,
+                       1);
 
     /* MLP block: x += down(silu(gate(h)) * up(h)), h = rmsnorm(x). */
     exo_rmsnorm(s->xb, x, w->ffn_norm.data, total, dim, c->rms_norm_eps);
-    exo_matmul_ex(&s->ws, s->hb, s->xb, total, &w->w_gate, NULL, 0);
-    exo_matmul_ex(&s->ws, s->hb2, s->xb, total, &w->w_up, NULL, 0);
+    exo_forward_linear(s, inv, s->hb, s->xb, total, &w->w_gate, NULL, 0);
+    exo_forward_linear(s, inv, s->hb2, s->xb, total, &w->w_up, NULL, 0);
     exo_silu_mul(s->hb, s->hb2, (size_t)total * ff);
-    exo_matmul_ex(&s->ws, x, s->hb, total, &w->w_down, NULL, 1);
+    exo_forward_linear(s, inv, x, s->hb, total, &w->w_down, NULL, 1);
   }
   for (int i = 0; i < b->n_seqs; i++)
     b->seqs[i].kv->n_pos += b->seqs[i].n_tokens;
@@ -465,6 +483,6 @@ int exo_forward(const struct exo_model *m, const struct exo_forward_batch *b, fl
   } else {
     exo_rmsnorm(s->xb, x, m->final_norm.data, total, dim, c->rms_norm_eps);
   }
-  exo_matmul_ex(&s->ws, out, s->xb, rows, &m->lm_head, NULL, 0);
+  exo_forward_linear(s, inv, out, s->xb, rows, &m->lm_head, NULL, 0);
   return 0;
 }

@@ -31,6 +31,14 @@ struct exo_forward_batch {
   int logits_last_only;    /* b == L: logits for the last token of each sequence only */
   int no_head;             /* b == L: output the last layer's raw hidden state instead of
                               logits (no final norm, no LM head) */
+  int batch_invariant;     /* every output row depends only on its own sequence (its
+                              tokens or hidden_in rows, its cache), never on the other
+                              sequences of the batch, their number or order, nor on how a
+                              prompt is split into chunks: linear layers go through
+                              exo_matmul_rows (each weight row read once for all rows) and
+                              attention row by row. The bits differ slightly from the
+                              default path (own f32 kernels instead of OpenBLAS), so one
+                              request keeps one setting; prefill is slower with it. */
 };
 
 struct exo_forward_scratch;

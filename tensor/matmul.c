@@ -4,7 +4,9 @@
  * (quant.c, scalar, so every path sees the same integers) and then sum in the fixed
  * order of matmul_impl.h, so all paths give the same bits. Several rows (prefill):
  * tiles of EXO_MATMUL_TILE_ROWS weight rows are widened to f32 in the workspace and
- * multiplied by sgemm. Must not allocate when the caller reserved its workspace. */
+ * multiplied by sgemm. exo_matmul_rows (batch-invariant) instead runs the row kernels
+ * over every input row, f32 weights included, so no row's bits depend on the others.
+ * Must not allocate when the caller reserved its workspace. */
 #include "tensor/matmul.h"
 
 #include <cblas.h>
@@ -26,74 +28,109 @@ static inline uint16_t exo_le16(const unsigned char *p)
   return (uint16_t)(p[0] | (p[1] << 8));
 }
 
-#define EXO_HALF_ROWS_PORTABLE(name, widen)                                                 \
-  static void name(float *y, const unsigned char *w, int64_t rows, int64_t cols,            \
-                   const float *x, int add)                                                 \
+static inline float exo_f32_at(const unsigned char *p)
+{
+  float v;
+  memcpy(&v, p, 4);
+  return v;
+}
+
+static inline float exo_f16_at(const unsigned char *p)
+{
+  return exo_f16_to_f32(exo_le16(p));
+}
+
+static inline float exo_bf16_at(const unsigned char *p)
+{
+  return exo_bf16_to_f32(exo_le16(p));
+}
+
+/* Portable order of one dot: 8 f32 lanes, element j of the first 8 * (cols / 8) added
+ * (product rounded, then sum rounded: no fma) into lane j % 8, the rest into lane 0,
+ * then ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)). Rows kernel: each weight
+ * row against every input in turn (the row stays in L1). */
+#define EXO_HALF_ROWS_PORTABLE(name, es, at)                                                \
+  static float name##_dot(const unsigned char *p, int64_t cols, const float *x)             \
   {                                                                                         \
-    for (int64_t r = 0; r < rows; r++) {                                                    \
-      const unsigned char *p = w + (size_t)r * (size_t)cols * 2;                            \
-      float a[8] = {0};                                                                     \
-      int64_t j = 0;                                                                        \
-      for (; j + 8 <= cols; j += 8)                                                         \
-        for (int k = 0; k < 8; k++)                                                         \
-          a[k] += widen(exo_le16(p + 2 * (j + k))) * x[j + k];                              \
-      for (; j < cols; j++)                                                                 \
-        a[0] += widen(exo_le16(p + 2 * j)) * x[j];                                          \
-      const float s = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));    \
-      y[r] = add ? y[r] + s : s;                                                            \
-    }                                                                                       \
+    float a[8] = {0};                                                                       \
+    int64_t j = 0;                                                                          \
+    for (; j + 8 <= cols; j += 8)                                                           \
+      for (int k = 0; k < 8; k++)                                                           \
+        a[k] += at(p + es * (j + k)) * x[j + k];                                            \
+    for (; j < cols; j++)                                                                   \
+      a[0] += at(p + es * j) * x[j];                                                        \
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));               \
+  }                                                                                         \
+  static void name(float *y, size_t ldy, const unsigned char *w, int64_t rows, int64_t cols, \
+                   const float *x, int n, int add)                                          \
+  {                                                                                         \
+    for (int64_t r = 0; r < rows; r++)                                                      \
+      for (int i = 0; i < n; i++) {                                                         \
+        const float s = name##_dot(w + (size_t)r * (size_t)cols * es, cols,                 \
+                                   x + (size_t)i * cols);                                   \
+        float *o = y + (size_t)i * ldy + r;                                                 \
+        *o = add ? *o + s : s;                                                              \
+      }                                                                                     \
   }
 
-EXO_HALF_ROWS_PORTABLE(exo_f16_rows_portable, exo_f16_to_f32)
-EXO_HALF_ROWS_PORTABLE(exo_bf16_rows_portable, exo_bf16_to_f32)
+EXO_HALF_ROWS_PORTABLE(exo_f32_rows_portable, 4, exo_f32_at)
+EXO_HALF_ROWS_PORTABLE(exo_f16_rows_portable, 2, exo_f16_at)
+EXO_HALF_ROWS_PORTABLE(exo_bf16_rows_portable, 2, exo_bf16_at)
 
-static void exo_q8_0_rows_portable(float *y, const unsigned char *w, int64_t rows,
-                                   int64_t cols, const int8_t *xq, const float *xd, int add)
+static float exo_q8_0_dot_portable(const unsigned char *b, int64_t nb, const int8_t *xq,
+                                   const float *xd)
 {
-  const int64_t nb = cols / EXO_QK;
-  for (int64_t r = 0; r < rows; r++) {
-    const unsigned char *b = w + (size_t)r * (size_t)nb * EXO_Q8_0_BLOCK_BYTES;
-    float acc[16] = {0};
-    for (int64_t i = 0; i < nb; i++, b += EXO_Q8_0_BLOCK_BYTES) {
-      const float s = exo_f16_to_f32(exo_le16(b)) * xd[i];
-      const int8_t *q = (const int8_t *)(b + 2), *xv = xq + i * EXO_QK;
-      float *a = acc + (i & 1) * 8;
-      for (int j = 0; j < 8; j++) {
-        int32_t p = 0;
-        for (int k = 4 * j; k < 4 * j + 4; k++)
-          p += (int32_t)q[k] * xv[k];
-        a[j] = fmaf((float)p, s, a[j]);
-      }
+  float acc[16] = {0};
+  for (int64_t i = 0; i < nb; i++, b += EXO_Q8_0_BLOCK_BYTES) {
+    const float s = exo_f16_to_f32(exo_le16(b)) * xd[i];
+    const int8_t *q = (const int8_t *)(b + 2), *xv = xq + i * EXO_QK;
+    float *a = acc + (i & 1) * 8;
+    for (int j = 0; j < 8; j++) {
+      int32_t p = 0;
+      for (int k = 4 * j; k < 4 * j + 4; k++)
+        p += (int32_t)q[k] * xv[k];
+      a[j] = fmaf((float)p, s, a[j]);
     }
-    const float s = exo_lanes16_sum(acc);
-    y[r] = add ? y[r] + s : s;
   }
+  return exo_lanes16_sum(acc);
 }
 
-static void exo_q4_0_rows_portable(float *y, const unsigned char *w, int64_t rows,
-                                   int64_t cols, const int8_t *xq, const float *xd, int add)
+static float exo_q4_0_dot_portable(const unsigned char *b, int64_t nb, const int8_t *xq,
+                                   const float *xd)
 {
-  const int64_t nb = cols / EXO_QK;
-  for (int64_t r = 0; r < rows; r++) {
-    const unsigned char *b = w + (size_t)r * (size_t)nb * EXO_Q4_0_BLOCK_BYTES;
-    float acc[16] = {0};
-    for (int64_t i = 0; i < nb; i++, b += EXO_Q4_0_BLOCK_BYTES) {
-      const float s = exo_f16_to_f32(exo_le16(b)) * xd[i];
-      const int8_t *xv = xq + i * EXO_QK;
-      float *a = acc + (i & 1) * 8;
-      for (int j = 0; j < 8; j++) {
-        int32_t p = 0;
-        for (int k = 4 * j; k < 4 * j + 4; k++) {
-          const int q = k < 16 ? (b[2 + k] & 15) - 8 : (b[2 + k - 16] >> 4) - 8;
-          p += q * xv[k];
-        }
-        a[j] = fmaf((float)p, s, a[j]);
+  float acc[16] = {0};
+  for (int64_t i = 0; i < nb; i++, b += EXO_Q4_0_BLOCK_BYTES) {
+    const float s = exo_f16_to_f32(exo_le16(b)) * xd[i];
+    const int8_t *xv = xq + i * EXO_QK;
+    float *a = acc + (i & 1) * 8;
+    for (int j = 0; j < 8; j++) {
+      int32_t p = 0;
+      for (int k = 4 * j; k < 4 * j + 4; k++) {
+        const int q = k < 16 ? (b[2 + k] & 15) - 8 : (b[2 + k - 16] >> 4) - 8;
+        p += q * xv[k];
       }
+      a[j] = fmaf((float)p, s, a[j]);
     }
-    const float s = exo_lanes16_sum(acc);
-    y[r] = add ? y[r] + s : s;
   }
+  return exo_lanes16_sum(acc);
 }
+
+#define EXO_QUANT_ROWS_PORTABLE(name, dot, block_bytes)                                     \
+  static void name(float *y, size_t ldy, const unsigned char *w, int64_t rows, int64_t cols, \
+                   const int8_t *xq, const float *xd, int n, int add)                       \
+  {                                                                                         \
+    const int64_t nb = cols / EXO_QK;                                                       \
+    for (int64_t r = 0; r < rows; r++)                                                      \
+      for (int i = 0; i < n; i++) {                                                         \
+        const float s = dot(w + (size_t)r * (size_t)nb * (block_bytes), nb,                 \
+                            xq + (size_t)i * cols, xd + (size_t)i * nb);                    \
+        float *o = y + (size_t)i * ldy + r;                                                 \
+        *o = add ? *o + s : s;                                                              \
+      }                                                                                     \
+  }
+
+EXO_QUANT_ROWS_PORTABLE(exo_q8_0_rows_portable, exo_q8_0_dot_portable, EXO_Q8_0_BLOCK_BYTES)
+EXO_QUANT_ROWS_PORTABLE(exo_q4_0_rows_portable, exo_q4_0_dot_portable, EXO_Q4_0_BLOCK_BYTES)
 
 static void exo_f16_pack_portable(const float *src, uint16_t *dst, size_t n)
 {
@@ -107,6 +144,7 @@ static void exo_f16_unpack_portable(const uint16_t *src, float *dst, size_t n)
 }
 
 static const struct exo_matmul_kernels exo_kernels_portable = {
+  .f32 = exo_f32_rows_portable,
   .f16 = exo_f16_rows_portable,
   .bf16 = exo_bf16_rows_portable,
   .q8_0 = exo_q8_0_rows_portable,
@@ -242,14 +280,15 @@ static void exo_matvec_run(const struct exo_matmul_kernels *k, void *wsbuf, floa
     cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)w->rows, (int)w->cols, 1.0f,
                 (const float *)w->data, (int)w->cols, x, 1, add ? 1.0f : 0.0f, y, 1);
     return;
-  case EXO_DTYPE_F16: k->f16(y, wd, w->rows, w->cols, x, add); return;
-  case EXO_DTYPE_BF16: k->bf16(y, wd, w->rows, w->cols, x, add); return;
+  case EXO_DTYPE_F16: k->f16(y, (size_t)w->rows, wd, w->rows, w->cols, x, 1, add); return;
+  case EXO_DTYPE_BF16: k->bf16(y, (size_t)w->rows, wd, w->rows, w->cols, x, 1, add); return;
   case EXO_DTYPE_Q8_0:
   case EXO_DTYPE_Q4_0: {
     int8_t *xq = wsbuf;
     float *xd = (float *)((char *)wsbuf + (((size_t)w->cols + 63) & ~(size_t)63));
     exo_q8_act_quantize(x, xq, xd, w->cols);
-    (w->dtype == EXO_DTYPE_Q8_0 ? k->q8_0 : k->q4_0)(y, wd, w->rows, w->cols, xq, xd, add);
+    (w->dtype == EXO_DTYPE_Q8_0 ? k->q8_0 : k->q4_0)(y, (size_t)w->rows, wd, w->rows, w->cols,
+                                                     xq, xd, 1, add);
     return;
   }
   }
@@ -329,6 +368,68 @@ int exo_matmul_ex(struct exo_matmul_ws *ws, float *y, const float *x, int n,
   }
   free(tmp);
   return 0;
+}
+
+/* Inputs per pass over the weights in exo_matmul_rows: 32 f32 rows of TinyLlama's widest
+ * input (5632) are 704 KiB and stay in a Zen 4 core's 1 MiB L2 while the weights stream. */
+#define EXO_ROWS_GROUP 32
+
+/* q8 activations of g input rows: [g * cols int8, rounded to 64][g * cols / 32 scales]. */
+static size_t exo_rows_act_bytes(int64_t cols, int g)
+{
+  return (((size_t)g * (size_t)cols + 63) & ~(size_t)63) +
+         (((size_t)g * ((size_t)cols / EXO_QK) * 4 + 63) & ~(size_t)63);
+}
+
+int exo_matmul_rows_path(enum exo_cpu_path p, struct exo_matmul_ws *ws, float *y, const float *x,
+                         int n, const struct exo_weight *w, const float *bias, int accumulate)
+{
+  const struct exo_matmul_kernels *k = exo_kernels_for(p);
+  if (!k || !exo_shape_ok(w) || n < 1)
+    return -ENOTSUP;
+  const int64_t out = w->rows, in = w->cols, nb = in / EXO_QK;
+  const int quant = w->dtype == EXO_DTYPE_Q8_0 || w->dtype == EXO_DTYPE_Q4_0;
+  int g = n < EXO_ROWS_GROUP ? n : EXO_ROWS_GROUP;
+  /* A smaller group only costs another pass over the weights; it changes no result. */
+  while (quant && ws && g > 1 && exo_rows_act_bytes(in, g) > ws->cap)
+    g = (g + 1) / 2;
+  void *tmp = NULL, *buf = NULL;
+  if (quant && !(buf = exo_ws_get(ws, exo_rows_act_bytes(in, g), &tmp)))
+    return -ENOMEM;
+  if (bias) /* same per-element order as exo_matmul_ex: bias first, then the dot */
+    for (int r = 0; r < n; r++)
+      for (int64_t o = 0; o < out; o++)
+        y[(size_t)r * out + o] = accumulate ? y[(size_t)r * out + o] + bias[o] : bias[o];
+  const int add = bias || accumulate;
+  const unsigned char *wd = w->data;
+  for (int i0 = 0; i0 < n; i0 += g) {
+    const int m = n - i0 < g ? n - i0 : g;
+    const float *xi = x + (size_t)i0 * in;
+    float *yi = y + (size_t)i0 * out;
+    switch (w->dtype) {
+    case EXO_DTYPE_F32: k->f32(yi, (size_t)out, wd, out, in, xi, m, add); break;
+    case EXO_DTYPE_F16: k->f16(yi, (size_t)out, wd, out, in, xi, m, add); break;
+    case EXO_DTYPE_BF16: k->bf16(yi, (size_t)out, wd, out, in, xi, m, add); break;
+    case EXO_DTYPE_Q8_0:
+    case EXO_DTYPE_Q4_0: {
+      int8_t *xq = buf;
+      float *xd = (float *)((char *)buf + (((size_t)g * (size_t)in + 63) & ~(size_t)63));
+      for (int t = 0; t < m; t++) /* per row, scalar: the same integers on every path */
+        exo_q8_act_quantize(xi + (size_t)t * in, xq + (size_t)t * in, xd + (size_t)t * nb, in);
+      (w->dtype == EXO_DTYPE_Q8_0 ? k->q8_0 : k->q4_0)(yi, (size_t)out, wd, out, in, xq, xd, m,
+                                                       add);
+      break;
+    }
+    }
+  }
+  free(tmp);
+  return 0;
+}
+
+int exo_matmul_rows(struct exo_matmul_ws *ws, float *y, const float *x, int n,
+                    const struct exo_weight *w, const float *bias, int accumulate)
+{
+  return exo_matmul_rows_path(exo_cpu_path(), ws, y, x, n, w, bias, accumulate);
 }
 
 void exo_f16_pack(const float *src, uint16_t *dst, size_t n)

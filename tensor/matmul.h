@@ -5,6 +5,8 @@
  * Decode (one row) reads each weight once with our own kernels, f32 accumulation;
  * F32 weights and multi-row products go through OpenBLAS (half/quantized weights are
  * widened a tile of rows at a time into the workspace first).
+ * exo_matmul_rows is the batch-invariant product (continuous batching: a request's
+ * tokens must not depend on who shares its decode step).
  * Results per path: F16/BF16 agree with an f32 reference to ~1e-6 relative on every
  * path; Q8_0/Q4_0 are bit-identical on every path (the order is fixed: see matmul.c). */
 #ifndef EXO_TENSOR_MATMUL_H
@@ -47,6 +49,25 @@ void exo_matmul_ws_fini(struct exo_matmul_ws *ws); /* frees buf; ws may be reuse
  * or shape the kernels do not take (block formats need cols % 32 == 0), -ENOMEM. */
 int exo_matmul_ex(struct exo_matmul_ws *ws, float *y, const float *x, int n,
                   const struct exo_weight *w, const float *bias, int accumulate);
+
+/* Batch-invariant y[n, w->rows] = x[n, w->cols] . W^T (+ bias; accumulate adds to y):
+ * row i of y is bit-identical to what the same call gives with n = 1 and x[i], for
+ * every dtype (F32 included: no BLAS) on a given CPU path; paths may differ from each
+ * other in the last bits (F32/F16/BF16) but each keeps one fixed summation order per
+ * dot (documented in matmul.c / matmul_avx2.c / matmul_avx512.c; Q8_0/Q4_0 give the
+ * same bits on every path, as in exo_matmul_ex). Each weight row is read from memory
+ * once per group of up to 32 input rows (then from L1 for each input), so decode of n
+ * sequences costs about one pass over the weights while compute allows.
+ * Not exo_matmul_ex's bits: there F32 goes through OpenBLAS and n > 1 through sgemm.
+ * ws as for exo_matmul_ex; exo_matmul_ws_reserve(.., multi_row = 1) makes room for the
+ * q8 activations of 32 rows, so a reserved workspace never allocates (a smaller one
+ * means more passes over the weights, never other results).
+ * Returns 0, -ENOTSUP (dtype/shape, n < 1), -ENOMEM. */
+int exo_matmul_rows(struct exo_matmul_ws *ws, float *y, const float *x, int n,
+                    const struct exo_weight *w, const float *bias, int accumulate);
+/* The same on an explicit path (tests); -ENOTSUP if the path is not supported here. */
+int exo_matmul_rows_path(enum exo_cpu_path p, struct exo_matmul_ws *ws, float *y, const float *x,
+                         int n, const struct exo_weight *w, const float *bias, int accumulate);
 
 /* One-row product on an explicit path (tests compare paths with it). y is overwritten.
  * Returns -ENOTSUP if the path is not supported here or w's dtype/shape is not. */

@@ -1,6 +1,7 @@
 /* tensor/matmul_avx512.c: the AVX-512 (F, BW, VL, VNNI) row kernels of matmul.c.
  * Compiled for that ISA by the pragma below and called only when cpuid reports it.
- * Half formats widen 16 values per instruction and accumulate in f32 (4 chains);
+ * F32 and half formats (widened 16 values per instruction) accumulate in f32 (4 chains
+ * per dot, up to 4 inputs sharing each widened weight vector);
  * block formats do exact int8 dots with VNNI (vpdpbusd, |w| times sign-adjusted x)
  * and follow matmul_impl.h's summation order, two blocks per 512-bit register. */
 #include "tensor/matmul_impl.h"
@@ -28,40 +29,103 @@ static inline __m512 exo_load_f16x16(const unsigned char *p)
   return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
 }
 
-#define EXO_HALF_ROWS(name, load, maskload)                                                  \
-  static void name(float *y, const unsigned char *w, int64_t rows, int64_t cols,             \
-                   const float *x, int add)                                                  \
-  {                                                                                          \
-    const size_t rb = (size_t)cols * 2;                                                      \
-    for (int64_t r = 0; r < rows; r++) {                                                     \
-      const unsigned char *p = w + (size_t)r * rb;                                           \
-      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                            \
-      int64_t j = 0;                                                                         \
-      for (; j + 64 <= cols; j += 64) {                                                      \
-        a0 = _mm512_fmadd_ps(load(p + 2 * j), _mm512_loadu_ps(x + j), a0);                   \
-        a1 = _mm512_fmadd_ps(load(p + 2 * j + 32), _mm512_loadu_ps(x + j + 16), a1);         \
-        a2 = _mm512_fmadd_ps(load(p + 2 * j + 64), _mm512_loadu_ps(x + j + 32), a2);         \
-        a3 = _mm512_fmadd_ps(load(p + 2 * j + 96), _mm512_loadu_ps(x + j + 48), a3);         \
-      }                                                                                      \
-      for (; j + 16 <= cols; j += 16)                                                        \
-        a0 = _mm512_fmadd_ps(load(p + 2 * j), _mm512_loadu_ps(x + j), a0);                   \
-      if (j < cols) {                                                                        \
-        const __mmask16 k = (__mmask16)((1u << (cols - j)) - 1);                             \
-        __m256i h = _mm256_maskz_loadu_epi16(k, p + 2 * j);                                  \
-        a1 = _mm512_fmadd_ps(maskload(h), _mm512_maskz_loadu_ps(k, x + j), a1);              \
-      }                                                                                      \
-      const float s = exo_hsum512(a0, a1, a2, a3);                                           \
-      y[r] = add ? y[r] + s : s;                                                             \
-    }                                                                                        \
-  }
+static inline __m512 exo_load_f32x16(const unsigned char *p)
+{
+  return _mm512_loadu_ps((const float *)p);
+}
 
 static inline __m512 exo_bf16_from_reg(__m256i h)
 {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-EXO_HALF_ROWS(exo_bf16_rows_avx512, exo_load_bf16x16, exo_bf16_from_reg)
-EXO_HALF_ROWS(exo_f16_rows_avx512, exo_load_f16x16, _mm512_cvtph_ps)
+/* Masked tails: the first (bits of k) elements at p, zeros after. */
+static inline __m512 exo_tail_f32(const unsigned char *p, __mmask16 k)
+{
+  return _mm512_maskz_loadu_ps(k, (const float *)p);
+}
+
+static inline __m512 exo_tail_bf16(const unsigned char *p, __mmask16 k)
+{
+  return exo_bf16_from_reg(_mm256_maskz_loadu_epi16(k, p));
+}
+
+static inline __m512 exo_tail_f16(const unsigned char *p, __mmask16 k)
+{
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p));
+}
+
+/* The dots of one weight row p (es bytes per element) with N inputs x + i * cols.
+ * Per dot, the fixed order of this path: 4 chains of 16 f32 lanes; element j of the
+ * first 64 * (cols / 64) goes into chain (j / 16) % 4 by fma; then 16 at a time into
+ * chain 0; the last cols % 16 (masked) into chain 1; result reduce_add((c0 + c1) +
+ * (c2 + c3)). A widened weight vector is shared by the N inputs, each of which keeps
+ * its own chains, so every dot performs the same operations whatever N is. */
+#define EXO_DOTS(name, N, es, load, tail)                                                    \
+  static inline void name(float *s, const unsigned char *p, int64_t cols, const float *x)   \
+  {                                                                                          \
+    __m512 a[N][4];                                                                          \
+    _Pragma("GCC unroll 4") for (int i = 0; i < N; i++) a[i][0] = a[i][1] = a[i][2] =        \
+        a[i][3] = _mm512_setzero_ps();                                                       \
+    int64_t j = 0;                                                                           \
+    for (; j + 64 <= cols; j += 64) {                                                        \
+      const __m512 w0 = load(p + es * j), w1 = load(p + es * (j + 16)),                      \
+                   w2 = load(p + es * (j + 32)), w3 = load(p + es * (j + 48));               \
+      _Pragma("GCC unroll 4") for (int i = 0; i < N; i++)                                    \
+      {                                                                                      \
+        const float *xi = x + (size_t)i * cols + j;                                          \
+        a[i][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xi), a[i][0]);                         \
+        a[i][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xi + 16), a[i][1]);                    \
+        a[i][2] = _mm512_fmadd_ps(w2, _mm512_loadu_ps(xi + 32), a[i][2]);                    \
+        a[i][3] = _mm512_fmadd_ps(w3, _mm512_loadu_ps(xi + 48), a[i][3]);                    \
+      }                                                                                      \
+    }                                                                                        \
+    for (; j + 16 <= cols; j += 16) {                                                        \
+      const __m512 w0 = load(p + es * j);                                                    \
+      _Pragma("GCC unroll 4") for (int i = 0; i < N; i++) a[i][0] =                          \
+          _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + (size_t)i * cols + j), a[i][0]);           \
+    }                                                                                        \
+    if (j < cols) {                                                                          \
+      const __mmask16 k = (__mmask16)((1u << (cols - j)) - 1);                               \
+      const __m512 w0 = tail(p + es * j, k);                                                 \
+      _Pragma("GCC unroll 4") for (int i = 0; i < N; i++) a[i][1] = _mm512_fmadd_ps(         \
+          w0, _mm512_maskz_loadu_ps(k, x + (size_t)i * cols + j), a[i][1]);                  \
+    }                                                                                        \
+    _Pragma("GCC unroll 4") for (int i = 0; i < N; i++) s[i] =                               \
+        exo_hsum512(a[i][0], a[i][1], a[i][2], a[i][3]);                                     \
+  }
+
+/* Rows kernel (matmul_impl.h): inputs in groups of 4, then one at a time; both
+ * groupings give the same bits (see EXO_DOTS). */
+#define EXO_HALF_ROWS(name, es, load, tail)                                                  \
+  EXO_DOTS(name##_dot1, 1, es, load, tail)                                                   \
+  EXO_DOTS(name##_dot4, 4, es, load, tail)                                                   \
+  static void name(float *y, size_t ldy, const unsigned char *w, int64_t rows, int64_t cols, \
+                   const float *x, int n, int add)                                           \
+  {                                                                                          \
+    const size_t rb = (size_t)cols * es;                                                     \
+    for (int64_t r = 0; r < rows; r++) {                                                     \
+      const unsigned char *p = w + (size_t)r * rb;                                           \
+      float s[4];                                                                            \
+      int i = 0;                                                                             \
+      for (; i + 4 <= n; i += 4) {                                                           \
+        name##_dot4(s, p, cols, x + (size_t)i * cols);                                       \
+        for (int t = 0; t < 4; t++) {                                                        \
+          float *o = y + (size_t)(i + t) * ldy + r;                                          \
+          *o = add ? *o + s[t] : s[t];                                                       \
+        }                                                                                    \
+      }                                                                                      \
+      for (; i < n; i++) {                                                                   \
+        name##_dot1(s, p, cols, x + (size_t)i * cols);                                       \
+        float *o = y + (size_t)i * ldy + r;                                                  \
+        *o = add ? *o + s[0] : s[0];                                                         \
+      }                                                                                      \
+    }                                                                                        \
+  }
+
+EXO_HALF_ROWS(exo_f32_rows_avx512, 4, exo_load_f32x16, exo_tail_f32)
+EXO_HALF_ROWS(exo_bf16_rows_avx512, 2, exo_load_bf16x16, exo_tail_bf16)
+EXO_HALF_ROWS(exo_f16_rows_avx512, 2, exo_load_f16x16, exo_tail_f16)
 
 static inline float exo_scale_of(const unsigned char *b)
 {
@@ -105,33 +169,27 @@ static inline __m512i exo_dot_s8(__m512i w, __m512i x)
   return _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(w), sx);
 }
 
-static void exo_q8_0_rows_avx512(float *y, const unsigned char *w, int64_t rows, int64_t cols,
-                                 const int8_t *xq, const float *xd, int add)
+static inline float exo_q8_0_dot_avx512(const unsigned char *b, int64_t nb, const int8_t *xq,
+                                       const float *xd)
 {
-  const int64_t nb = cols / EXO_QK;
-  const size_t rb = (size_t)nb * EXO_Q8_0_BLOCK_BYTES;
-  for (int64_t r = 0; r < rows; r++) {
-    const unsigned char *b = w + (size_t)r * rb;
-    __m512 acc = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 1 < nb; i += 2, b += 2 * EXO_Q8_0_BLOCK_BYTES) {
-      __m256i w0 = _mm256_loadu_si256((const __m256i *)(b + 2));
-      __m256i w1 = _mm256_loadu_si256((const __m256i *)(b + EXO_Q8_0_BLOCK_BYTES + 2));
-      __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
-      __m512i p = exo_dot_s8(wv, _mm512_loadu_si512(xq + i * EXO_QK));
-      __m512 s = exo_pair_scales(b, b + EXO_Q8_0_BLOCK_BYTES, xd + i);
-      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc);
-    }
-    if (i < nb) {
-      __m512i wv = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(b + 2)));
-      __m512i xv = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(xq + i * EXO_QK)));
-      __m512i p = exo_dot_s8(wv, xv);
-      acc = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(exo_scale_of(b) * xd[i]),
-                                  acc, (__mmask16)0x00ff);
-    }
-    const float s = exo_lanes_reduce512(acc);
-    y[r] = add ? y[r] + s : s;
+  __m512 acc = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 1 < nb; i += 2, b += 2 * EXO_Q8_0_BLOCK_BYTES) {
+    __m256i w0 = _mm256_loadu_si256((const __m256i *)(b + 2));
+    __m256i w1 = _mm256_loadu_si256((const __m256i *)(b + EXO_Q8_0_BLOCK_BYTES + 2));
+    __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
+    __m512i p = exo_dot_s8(wv, _mm512_loadu_si512(xq + i * EXO_QK));
+    __m512 s = exo_pair_scales(b, b + EXO_Q8_0_BLOCK_BYTES, xd + i);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc);
   }
+  if (i < nb) {
+    __m512i wv = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(b + 2)));
+    __m512i xv = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(xq + i * EXO_QK)));
+    __m512i p = exo_dot_s8(wv, xv);
+    acc = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(exo_scale_of(b) * xd[i]),
+                                acc, (__mmask16)0x00ff);
+  }
+  return exo_lanes_reduce512(acc);
 }
 
 /* 32 nibbles of a Q4_0 block as bytes 0..15 (low nibbles) then 16..31 (high). */
@@ -142,38 +200,51 @@ static inline __m256i exo_q4_unpack(const unsigned char *qs)
   return _mm256_and_si256(t, _mm256_set1_epi8(15));
 }
 
-static void exo_q4_0_rows_avx512(float *y, const unsigned char *w, int64_t rows, int64_t cols,
-                                 const int8_t *xq, const float *xd, int add)
+static inline float exo_q4_0_dot_avx512(const unsigned char *b, int64_t nb, const int8_t *xq,
+                                       const float *xd)
 {
-  const int64_t nb = cols / EXO_QK;
-  const size_t rb = (size_t)nb * EXO_Q4_0_BLOCK_BYTES;
   const __m512i eights = _mm512_set1_epi8(8);
-  for (int64_t r = 0; r < rows; r++) {
-    const unsigned char *b = w + (size_t)r * rb;
-    __m512 acc = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 1 < nb; i += 2, b += 2 * EXO_Q4_0_BLOCK_BYTES) {
-      __m512i nib = _mm512_inserti64x4(_mm512_castsi256_si512(exo_q4_unpack(b + 2)),
-                                       exo_q4_unpack(b + EXO_Q4_0_BLOCK_BYTES + 2), 1);
-      __m512i xv = _mm512_loadu_si512(xq + i * EXO_QK);
-      /* (n - 8) . x = n . x - 8 . x, both exact in int32 */
-      __m512i p = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), nib, xv),
-                                   _mm512_dpbusd_epi32(_mm512_setzero_si512(), eights, xv));
-      __m512 s = exo_pair_scales(b, b + EXO_Q4_0_BLOCK_BYTES, xd + i);
-      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc);
-    }
-    if (i < nb) {
-      __m512i nib = _mm512_zextsi256_si512(exo_q4_unpack(b + 2));
-      __m512i xv = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(xq + i * EXO_QK)));
-      __m512i p = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), nib, xv),
-                                   _mm512_dpbusd_epi32(_mm512_setzero_si512(), eights, xv));
-      acc = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(exo_scale_of(b) * xd[i]),
-                                  acc, (__mmask16)0x00ff);
-    }
-    const float s = exo_lanes_reduce512(acc);
-    y[r] = add ? y[r] + s : s;
+  __m512 acc = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 1 < nb; i += 2, b += 2 * EXO_Q4_0_BLOCK_BYTES) {
+    __m512i nib = _mm512_inserti64x4(_mm512_castsi256_si512(exo_q4_unpack(b + 2)),
+                                     exo_q4_unpack(b + EXO_Q4_0_BLOCK_BYTES + 2), 1);
+    __m512i xv = _mm512_loadu_si512(xq + i * EXO_QK);
+    /* (n - 8) . x = n . x - 8 . x, both exact in int32 */
+    __m512i p = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), nib, xv),
+                                 _mm512_dpbusd_epi32(_mm512_setzero_si512(), eights, xv));
+    __m512 s = exo_pair_scales(b, b + EXO_Q4_0_BLOCK_BYTES, xd + i);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc);
   }
+  if (i < nb) {
+    __m512i nib = _mm512_zextsi256_si512(exo_q4_unpack(b + 2));
+    __m512i xv = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(xq + i * EXO_QK)));
+    __m512i p = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), nib, xv),
+                                 _mm512_dpbusd_epi32(_mm512_setzero_si512(), eights, xv));
+    acc = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(exo_scale_of(b) * xd[i]),
+                                acc, (__mmask16)0x00ff);
+  }
+  return exo_lanes_reduce512(acc);
 }
+
+/* Block formats: one dot per (row, input), the row's blocks staying in L1 across the
+ * inputs; the dot never looks at n, so batching cannot change it. */
+#define EXO_QUANT_ROWS(name, dot, block_bytes)                                               \
+  static void name(float *y, size_t ldy, const unsigned char *w, int64_t rows, int64_t cols, \
+                   const int8_t *xq, const float *xd, int n, int add)                        \
+  {                                                                                          \
+    const int64_t nb = cols / EXO_QK;                                                        \
+    const size_t rb = (size_t)nb * (block_bytes);                                            \
+    for (int64_t r = 0; r < rows; r++)                                                       \
+      for (int i = 0; i < n; i++) {                                                          \
+        const float s = dot(w + (size_t)r * rb, nb, xq + (size_t)i * cols, xd + (size_t)i * nb); \
+        float *o = y + (size_t)i * ldy + r;                                                  \
+        *o = add ? *o + s : s;                                                               \
+      }                                                                                      \
+  }
+
+EXO_QUANT_ROWS(exo_q8_0_rows_avx512, exo_q8_0_dot_avx512, EXO_Q8_0_BLOCK_BYTES)
+EXO_QUANT_ROWS(exo_q4_0_rows_avx512, exo_q4_0_dot_avx512, EXO_Q4_0_BLOCK_BYTES)
 
 static void exo_f16_pack_avx512(const float *src, uint16_t *dst, size_t n)
 {
@@ -200,6 +271,7 @@ static void exo_f16_unpack_avx512(const uint16_t *src, float *dst, size_t n)
 }
 
 static const struct exo_matmul_kernels exo_kernels_avx512 = {
+  .f32 = exo_f32_rows_avx512,
   .f16 = exo_f16_rows_avx512,
   .bf16 = exo_bf16_rows_avx512,
   .q8_0 = exo_q8_0_rows_avx512,

@@ -8,16 +8,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Every row kernel: for r < rows, y[r] = dot(row r of w, x) + (add ? y[r] : 0).
- * w points at row 0; rows are row_bytes apart (cols elements; blocks for Q8_0/Q4_0,
- * whose x is the q8 activation xq[cols] with one scale xd per 32). */
-typedef void (*exo_half_rows_fn)(float *y, const unsigned char *w, int64_t rows, int64_t cols,
-                                 const float *x, int add);
-typedef void (*exo_quant_rows_fn)(float *y, const unsigned char *w, int64_t rows, int64_t cols,
-                                  const int8_t *xq, const float *xd, int add);
+/* Every row kernel: for r < rows and i < n, y[i * ldy + r] = dot(row r of w, input i)
+ * (+ the old y[i * ldy + r] when add). w points at row 0; rows are row_bytes apart (cols
+ * elements; blocks for Q8_0/Q4_0). Input i is x + i * cols (f32), or for the block
+ * formats the q8 activation xq + i * cols with its scales xd + i * (cols / 32).
+ * Batch invariance: the value of dot(row r, input i) must not depend on n, i or the
+ * other inputs; each path reads a weight row once (from memory; then from L1) for all
+ * n inputs, and forms each dot with the same operations as for n == 1. */
+typedef void (*exo_half_rows_fn)(float *y, size_t ldy, const unsigned char *w, int64_t rows,
+                                 int64_t cols, const float *x, int n, int add);
+typedef void (*exo_quant_rows_fn)(float *y, size_t ldy, const unsigned char *w, int64_t rows,
+                                  int64_t cols, const int8_t *xq, const float *xd, int n,
+                                  int add);
 
 struct exo_matmul_kernels {
-  exo_half_rows_fn f16, bf16;
+  exo_half_rows_fn f32, f16, bf16; /* f32: w holds floats (possibly unaligned) */
   exo_quant_rows_fn q8_0, q4_0;
   void (*f16_pack)(const float *src, uint16_t *dst, size_t n);
   void (*f16_unpack)(const uint16_t *src, float *dst, size_t n);
