@@ -4,7 +4,8 @@
  * window, corrupted frames rejected and counted, delay and jitter on timers without
  * blocking the sender, reorder, bandwidth pacing, type/to selectors, fail= restarting an
  * actor), the spec's errors (also through the config, with line and column), switching
- * faults of a running node through an @PATH file, and EXO_FAULTS. Suite integration. */
+ * faults of a running node through an @PATH file, and EXO_FAULTS; a dead loop 0 drops
+ * the frames it held and its fresh thread carries the transport again. Suite integration. */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 
 #include "runtime/config.h"
 #include "runtime/fault.h"
+#include "runtime/loop.h"
 #include "runtime/node.h"
 #include "tests/test.h"
 
@@ -467,6 +469,41 @@ static void test_env(void)
   pair_free(&p);
 }
 
+/* Loop 0 owns the transport and the held frames: when it dies, frames held on its timers
+ * are dropped and counted, and the fresh loop 0 receives and sends again. */
+static void test_loop0_death_keeps_transport(void)
+{
+  struct pair p;
+  CHECK_INT_EQ(pair_new(&p, "seed=8; delay=300"), 0);
+  if (p.a && p.b) {
+    send_seqs(&p, T_DATA, 0, 10, 16); /* held on a's loop 0 for 300 ms */
+    CHECK_INT_EQ(exo_loop_kill(exo_node_loop(p.a, 0), EXO_LOOP_KILL_EXIT), 0);
+    CHECK_INT_EQ(exo_loop_kill(exo_node_loop(p.b, 0), EXO_LOOP_KILL_BREAK), 0);
+    struct exo_fault_stats fs;
+    for (int i = 0; i < 3000; i++) {
+      exo_node_fault_stats(p.a, &fs);
+      if (fs.held_dropped >= 10 && exo_loop_deaths(exo_node_loop(p.b, 0)) == 1 &&
+          exo_actor_running(exo_node_find(p.b, "sink")))
+        break;
+      usleep(1000);
+    }
+    CHECK_INT_EQ(fs.held_dropped, 10);
+    CHECK_INT_EQ(exo_actor_restarts(exo_node_find(p.b, "sink")), 1);
+    char err[256];
+    CHECK_INT_EQ(exo_node_set_faults(p.a, NULL, err, sizeof err), 0);
+    send_seqs(&p, T_DATA, 10, 10, 16);
+    for (int i = 0; i < 3000 && atomic_load(&got) < 10; i++)
+      usleep(1000);
+    CHECK_INT_EQ(atomic_load(&got), 10);
+    for (int i = 10; i < 20; i++)
+      CHECK(atomic_load(&seen[i]));
+    struct exo_node_stats st;
+    exo_node_stats(p.a, &st);
+    CHECK_INT_EQ(st.loop_deaths, 1);
+  }
+  pair_free(&p);
+}
+
 int main(void)
 {
   unsetenv("EXO_FAULTS");
@@ -481,5 +518,6 @@ int main(void)
   EXO_RUN(test_fail_hook_restarts_actor);
   EXO_RUN(test_switch_through_file);
   EXO_RUN(test_env);
+  EXO_RUN(test_loop0_death_keeps_transport);
   return exo_test_result();
 }
