@@ -88,7 +88,7 @@ static int write_config(const struct exo_local_cluster *c, int i,
   if (o->ranges)
     fprintf(f, ", ranges: \"%s\"", o->ranges);
   fprintf(f, "}\n  - name: origin\n    kind: origin\n    loop: 0\n"
-             "  - name: shard\n    kind: shard-worker\n    loop: 1\n");
+             "  - name: shard\n    kind: shard-worker\n    loop: %d\n", o->shard_on_loop0 ? 0 : 1);
   if (o->wire_dtype || o->prefill_chunk || o->batch) {
     fprintf(f, "    options: {wire_dtype: %s", o->wire_dtype ? o->wire_dtype : "f32");
     if (o->prefill_chunk)

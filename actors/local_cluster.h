@@ -32,6 +32,8 @@ struct exo_local_cluster_opts {
   int prefill_chunk;      /* shard-worker prefill_chunk (0: its default) */
   int batch;              /* shard-worker batch (0: its default) */
   const char *node_key;   /* written as every config's `key:` (NULL: unauthenticated) */
+  int shard_on_loop0;     /* shard-worker on the transport's loop (no hop; heartbeats wait
+                             for compute): latency mode for small models */
 };
 
 /* Picks a free tcp port on 127.0.0.1 (bind to port 0, read it back, close). */

@@ -105,10 +105,10 @@ struct run {
 };
 
 static int cluster_run(const char *exe, const char *model, int k, const char *ranges,
-                       uint32_t steps, struct run *out, char *err, size_t errlen)
+                       uint32_t steps, int loop0, struct run *out, char *err, size_t errlen)
 {
   struct exo_local_cluster_opts o = {.exe = exe, .n_nodes = k, .first_id = 1, .model = model,
-                                     .ranges = ranges};
+                                     .ranges = ranges, .shard_on_loop0 = loop0};
   struct exo_local_cluster *c = NULL;
   struct exo_client *cl = NULL;
   struct exo_client_result res = {0};
@@ -200,21 +200,23 @@ int main(int argc, char **argv)
    * workers on two cores would tax whichever node computes (measured: 2.4x slower steps). */
   setenv("OPENBLAS_NUM_THREADS", "1", 0);
   double raw = raw_tcp_one_way_us(2048 * sizeof(float), 2000);
-  struct run one = {0}, three = {0}, tiny = {0};
+  struct run one = {0}, three = {0}, tiny = {0}, tiny0 = {0};
   printf("TinyLlama-1.1B dims (f32, %s), %d decode steps per run, medians after 2 warm-up "
          "steps\n", dir, steps);
   fflush(stdout);
-  if (cluster_run(exe, dir, 1, "1=0:22", (uint32_t)steps, &one, err, sizeof err)) {
+  if (cluster_run(exe, dir, 1, "1=0:22", (uint32_t)steps, 0, &one, err, sizeof err)) {
     fprintf(stderr, "1 node: %s\n", err);
     return 1;
   }
-  if (cluster_run(exe, dir, 3, "1=0:8,2=8:15,3=15:22", (uint32_t)steps, &three, err,
+  if (cluster_run(exe, dir, 3, "1=0:8,2=8:15,3=15:22", (uint32_t)steps, 0, &three, err,
                   sizeof err)) {
     fprintf(stderr, "3 nodes: %s\n", err);
     return 1;
   }
   double raw2 = raw_tcp_one_way_us(2048 * sizeof(float), 2000);
-  if (cluster_run(exe, "tests/fixtures/tiny-llama", 3, "1=0:1,2=1:3,3=3:4", 200, &tiny, err,
+  if (cluster_run(exe, "tests/fixtures/tiny-llama", 3, "1=0:1,2=1:3,3=3:4", 200, 0, &tiny, err,
+                  sizeof err) ||
+      cluster_run(exe, "tests/fixtures/tiny-llama", 3, "1=0:1,2=1:3,3=3:4", 200, 1, &tiny0, err,
                   sizeof err)) {
     fprintf(stderr, "tiny-llama 3 nodes: %s\n", err);
     return 1;
@@ -227,12 +229,15 @@ int main(int argc, char **argv)
          three.compute_us / 1e3, 1e6 / three.step_us, three.hop_us);
   printf("%-28s %12.3f %12.3f %12.1f %11.1f us\n", "tiny-llama, 3 nodes", tiny.step_us / 1e3,
          tiny.compute_us / 1e3, 1e6 / tiny.step_us, tiny.hop_us);
+  printf("%-28s %12.3f %12.3f %12.1f %11.1f us\n", "  same, shard on loop 0", tiny0.step_us / 1e3,
+         tiny0.compute_us / 1e3, 1e6 / tiny0.step_us, tiny0.hop_us);
   printf("raw nanomsg tcp one-way, 8 KiB (half a ping-pong RTT): %.1f us (before %.1f, after "
          "%.1f)\n", raw_med, raw, raw2);
   printf("ratios: 3-node tok/s / 1-node tok/s = %.3f (goal >= 0.97)\n",
          one.step_us / three.step_us);
-  printf("        overhead per hop / raw one-way: TinyLlama dims %.2fx, tiny-llama %.2fx "
-         "(goal <= 1.3x)\n", three.hop_us / raw_med, tiny.hop_us / raw_med);
+  printf("        overhead per hop / raw one-way: TinyLlama dims %.2fx, tiny-llama %.2fx, "
+         "shard on loop 0 %.2fx (goal <= 1.3x)\n", three.hop_us / raw_med, tiny.hop_us / raw_med,
+         tiny0.hop_us / raw_med);
   printf("        tiny-llama per-step overhead, 3 nodes: %.1f us (goal < 500 us)\n",
          tiny.hop_us * tiny.n_stages);
   return 0;
