@@ -2,9 +2,9 @@
  * Q4_0), with the CPU path chosen at run time (cpuid: AVX-512, AVX2+FMA+F16C, or
  * portable C; EXO_CPU=portable|avx2|avx512 overrides, read once), plus vectorized
  * f32 <-> f16 row conversion for hidden states on the wire.
- * Decode (one row) reads each weight once with our own kernels, f32 accumulation;
- * F32 weights and multi-row products go through OpenBLAS (half/quantized weights are
- * widened a tile of rows at a time into the workspace first).
+ * exo_matmul_ex: decode (one row) reads each weight once with our own kernels, f32
+ * accumulation; F32 weights and multi-row products go through OpenBLAS (half/quantized
+ * weights are widened a tile of rows at a time into the workspace first).
  * exo_matmul_rows is the batch-invariant product (continuous batching: a request's
  * tokens must not depend on who shares its decode step).
  * Results per path: F16/BF16 agree with an f32 reference to ~1e-6 relative on every

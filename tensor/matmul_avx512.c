@@ -1,7 +1,7 @@
 /* tensor/matmul_avx512.c: the AVX-512 (F, BW, VL, VNNI) row kernels of matmul.c.
  * Compiled for that ISA by the pragma below and called only when cpuid reports it.
- * F32 and half formats (widened 16 values per instruction) accumulate in f32 (4 chains
- * per dot, up to 4 inputs sharing each widened weight vector);
+ * F32 and half formats (widened 16 values per instruction) accumulate in f32 (2 chains
+ * per dot, blocks of 3 weight rows x 4 inputs sharing their loads);
  * block formats do exact int8 dots with VNNI (vpdpbusd, |w| times sign-adjusted x)
  * and follow matmul_impl.h's summation order, two blocks per 512-bit register. */
 #include "tensor/matmul_impl.h"
@@ -12,11 +12,6 @@
 #include <string.h>
 
 #include "tensor/quant.h"
-
-static inline float exo_hsum512(__m512 a, __m512 b, __m512 c, __m512 d)
-{
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
-}
 
 static inline __m512 exo_load_bf16x16(const unsigned char *p)
 {
@@ -55,70 +50,105 @@ static inline __m512 exo_tail_f16(const unsigned char *p, __mmask16 k)
   return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p));
 }
 
-/* The dots of one weight row p (es bytes per element) with N inputs x + i * cols.
- * Per dot, the fixed order of this path: 4 chains of 16 f32 lanes; element j of the
- * first 64 * (cols / 64) goes into chain (j / 16) % 4 by fma; then 16 at a time into
- * chain 0; the last cols % 16 (masked) into chain 1; result reduce_add((c0 + c1) +
- * (c2 + c3)). A widened weight vector is shared by the N inputs, each of which keeps
- * its own chains, so every dot performs the same operations whatever N is. */
-#define EXO_DOTS(name, N, es, load, tail)                                                    \
-  static inline void name(float *s, const unsigned char *p, int64_t cols, const float *x)   \
+/* The dots of R weight rows (p, rows rb bytes apart, es bytes per element) with N inputs
+ * (x + i * cols), s[r * N + i]. Per dot, the fixed order of this path: 2 chains of 16
+ * f32 lanes; element j of the first 32 * (cols / 32) goes into chain (j / 16) % 2 by
+ * fma; a remaining full 16 into chain 0; the last cols % 16 (masked) into chain 1;
+ * result reduce_add(c0 + c1). Each dot keeps its own chains, a weight vector is shared
+ * by the N inputs and an input vector by the R rows, so every dot performs the same
+ * operations whatever R and N are (2 chains are enough to hide fma latency at n = 1,
+ * where the weights' bandwidth is the limit anyway, and leave registers for R x N). */
+#define EXO_DOTS(name, R, N, es, load, tail)                                                 \
+  static inline void name(float *s, const unsigned char *p, size_t rb, int64_t cols,        \
+                          const float *x)                                                    \
   {                                                                                          \
-    __m512 a[N][4];                                                                          \
-    _Pragma("GCC unroll 4") for (int i = 0; i < N; i++) a[i][0] = a[i][1] = a[i][2] =        \
-        a[i][3] = _mm512_setzero_ps();                                                       \
-    int64_t j = 0;                                                                           \
-    for (; j + 64 <= cols; j += 64) {                                                        \
-      const __m512 w0 = load(p + es * j), w1 = load(p + es * (j + 16)),                      \
-                   w2 = load(p + es * (j + 32)), w3 = load(p + es * (j + 48));               \
+    __m512 a[R][N][2];                                                                       \
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                      \
       _Pragma("GCC unroll 4") for (int i = 0; i < N; i++)                                    \
+        a[r][i][0] = a[r][i][1] = _mm512_setzero_ps();                                       \
+    int64_t j = 0;                                                                           \
+    for (; j + 32 <= cols; j += 32) {                                                        \
+      _Pragma("GCC unroll 2") for (int c = 0; c < 2; c++)                                    \
       {                                                                                      \
-        const float *xi = x + (size_t)i * cols + j;                                          \
-        a[i][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xi), a[i][0]);                         \
-        a[i][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xi + 16), a[i][1]);                    \
-        a[i][2] = _mm512_fmadd_ps(w2, _mm512_loadu_ps(xi + 32), a[i][2]);                    \
-        a[i][3] = _mm512_fmadd_ps(w3, _mm512_loadu_ps(xi + 48), a[i][3]);                    \
+        __m512 wv[R];                                                                        \
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                  \
+          wv[r] = load(p + (size_t)r * rb + es * (j + 16 * c));                              \
+        _Pragma("GCC unroll 4") for (int i = 0; i < N; i++)                                  \
+        {                                                                                    \
+          const __m512 xv = _mm512_loadu_ps(x + (size_t)i * cols + j + 16 * c);              \
+          _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                \
+            a[r][i][c] = _mm512_fmadd_ps(wv[r], xv, a[r][i][c]);                             \
+        }                                                                                    \
       }                                                                                      \
     }                                                                                        \
-    for (; j + 16 <= cols; j += 16) {                                                        \
-      const __m512 w0 = load(p + es * j);                                                    \
-      _Pragma("GCC unroll 4") for (int i = 0; i < N; i++) a[i][0] =                          \
-          _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + (size_t)i * cols + j), a[i][0]);           \
+    if (j + 16 <= cols) {                                                                    \
+      _Pragma("GCC unroll 4") for (int i = 0; i < N; i++)                                    \
+      {                                                                                      \
+        const __m512 xv = _mm512_loadu_ps(x + (size_t)i * cols + j);                         \
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) a[r][i][0] =                     \
+            _mm512_fmadd_ps(load(p + (size_t)r * rb + es * j), xv, a[r][i][0]);              \
+      }                                                                                      \
+      j += 16;                                                                               \
     }                                                                                        \
     if (j < cols) {                                                                          \
       const __mmask16 k = (__mmask16)((1u << (cols - j)) - 1);                               \
-      const __m512 w0 = tail(p + es * j, k);                                                 \
-      _Pragma("GCC unroll 4") for (int i = 0; i < N; i++) a[i][1] = _mm512_fmadd_ps(         \
-          w0, _mm512_maskz_loadu_ps(k, x + (size_t)i * cols + j), a[i][1]);                  \
+      _Pragma("GCC unroll 4") for (int i = 0; i < N; i++)                                    \
+      {                                                                                      \
+        const __m512 xv = _mm512_maskz_loadu_ps(k, x + (size_t)i * cols + j);               \
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) a[r][i][1] =                     \
+            _mm512_fmadd_ps(tail(p + (size_t)r * rb + es * j, k), xv, a[r][i][1]);           \
+      }                                                                                      \
     }                                                                                        \
-    _Pragma("GCC unroll 4") for (int i = 0; i < N; i++) s[i] =                               \
-        exo_hsum512(a[i][0], a[i][1], a[i][2], a[i][3]);                                     \
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                      \
+      _Pragma("GCC unroll 4") for (int i = 0; i < N; i++)                                    \
+        s[r * N + i] = _mm512_reduce_add_ps(_mm512_add_ps(a[r][i][0], a[r][i][1]));          \
   }
 
-/* Rows kernel (matmul_impl.h): inputs in groups of 4, then one at a time; both
- * groupings give the same bits (see EXO_DOTS). */
+/* Rows kernel (matmul_impl.h): blocks of 3 rows x 4 inputs (24 accumulators: each input
+ * vector loaded once per 3 fmas, each weight vector once per 4), with 1-row and
+ * 1-input remainders; all give the same bits (see EXO_DOTS). */
 #define EXO_HALF_ROWS(name, es, load, tail)                                                  \
-  EXO_DOTS(name##_dot1, 1, es, load, tail)                                                   \
-  EXO_DOTS(name##_dot4, 4, es, load, tail)                                                   \
+  EXO_DOTS(name##_3x4, 3, 4, es, load, tail)                                                 \
+  EXO_DOTS(name##_3x1, 3, 1, es, load, tail)                                                 \
+  EXO_DOTS(name##_1x4, 1, 4, es, load, tail)                                                 \
+  EXO_DOTS(name##_1x1, 1, 1, es, load, tail)                                                 \
+  static inline void name##_put(float *y, size_t ldy, int64_t r0, int i0, int R, int N,      \
+                                const float *s, int add)                                     \
+  {                                                                                          \
+    for (int r = 0; r < R; r++)                                                              \
+      for (int i = 0; i < N; i++) {                                                          \
+        float *o = y + (size_t)(i0 + i) * ldy + r0 + r;                                      \
+        *o = add ? *o + s[r * N + i] : s[r * N + i];                                         \
+      }                                                                                      \
+  }                                                                                          \
   static void name(float *y, size_t ldy, const unsigned char *w, int64_t rows, int64_t cols, \
                    const float *x, int n, int add)                                           \
   {                                                                                          \
     const size_t rb = (size_t)cols * es;                                                     \
-    for (int64_t r = 0; r < rows; r++) {                                                     \
+    float s[12];                                                                             \
+    int64_t r = 0;                                                                           \
+    for (; r + 3 <= rows; r += 3) {                                                          \
       const unsigned char *p = w + (size_t)r * rb;                                           \
-      float s[4];                                                                            \
       int i = 0;                                                                             \
       for (; i + 4 <= n; i += 4) {                                                           \
-        name##_dot4(s, p, cols, x + (size_t)i * cols);                                       \
-        for (int t = 0; t < 4; t++) {                                                        \
-          float *o = y + (size_t)(i + t) * ldy + r;                                          \
-          *o = add ? *o + s[t] : s[t];                                                       \
-        }                                                                                    \
+        name##_3x4(s, p, rb, cols, x + (size_t)i * cols);                                    \
+        name##_put(y, ldy, r, i, 3, 4, s, add);                                              \
       }                                                                                      \
       for (; i < n; i++) {                                                                   \
-        name##_dot1(s, p, cols, x + (size_t)i * cols);                                       \
-        float *o = y + (size_t)i * ldy + r;                                                  \
-        *o = add ? *o + s[0] : s[0];                                                         \
+        name##_3x1(s, p, rb, cols, x + (size_t)i * cols);                                    \
+        name##_put(y, ldy, r, i, 3, 1, s, add);                                              \
+      }                                                                                      \
+    }                                                                                        \
+    for (; r < rows; r++) {                                                                  \
+      const unsigned char *p = w + (size_t)r * rb;                                           \
+      int i = 0;                                                                             \
+      for (; i + 4 <= n; i += 4) {                                                           \
+        name##_1x4(s, p, rb, cols, x + (size_t)i * cols);                                    \
+        name##_put(y, ldy, r, i, 1, 4, s, add);                                              \
+      }                                                                                      \
+      for (; i < n; i++) {                                                                   \
+        name##_1x1(s, p, rb, cols, x + (size_t)i * cols);                                    \
+        name##_put(y, ldy, r, i, 1, 1, s, add);                                              \
       }                                                                                      \
     }                                                                                        \
   }
