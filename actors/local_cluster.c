@@ -28,6 +28,9 @@ struct exo_local_cluster {
   char addr[EXO_LOCAL_CLUSTER_MAX][48];
   pid_t pid[EXO_LOCAL_CLUSTER_MAX]; /* 0: not running (never started or reaped) */
   int status[EXO_LOCAL_CLUSTER_MAX];
+  int api_port[EXO_LOCAL_CLUSTER_MAX]; /* 0: no api actor */
+  char exe[256];                       /* for exo_local_cluster_restart */
+  int fault_files;
 };
 
 int exo_local_cluster_pick_port(int *port)
@@ -65,6 +68,8 @@ static int write_config(const struct exo_local_cluster *c, int i,
     fprintf(f, "model: \"%s\"\n", o->model);
   if (o->node_key)
     fprintf(f, "key: \"%s\"\n", o->node_key);
+  if (o->fault_files)
+    fprintf(f, "faults: \"@%s/node%u.faults\"\n", c->dir, c->ids[i]);
   if (c->n > 1 && !o->udp_port) {
     fprintf(f, "peers: [");
     for (int j = 0, k = 0; j < c->n; j++)
@@ -87,8 +92,14 @@ static int write_config(const struct exo_local_cluster *c, int i,
           o->ranges ? "manual" : o->strategy ? o->strategy : "even");
   if (o->ranges)
     fprintf(f, ", ranges: \"%s\"", o->ranges);
-  fprintf(f, "}\n  - name: origin\n    kind: origin\n    loop: 0\n"
-             "  - name: shard\n    kind: shard-worker\n    loop: %d\n", o->shard_on_loop0 ? 0 : 1);
+  if (o->partitioner_options)
+    fprintf(f, ", %s", o->partitioner_options);
+  fprintf(f, "}\n  - name: origin\n    kind: origin\n    loop: 0\n");
+  if (o->origin_options)
+    fprintf(f, "    options: {%s}\n", o->origin_options);
+  if (c->api_port[i])
+    fprintf(f, "  - {name: api, kind: api, loop: 0, options: {port: %d}}\n", c->api_port[i]);
+  fprintf(f, "  - name: shard\n    kind: shard-worker\n    loop: %d\n", o->shard_on_loop0 ? 0 : 1);
   if (o->wire_dtype || o->prefill_chunk || o->batch) {
     fprintf(f, "    options: {wire_dtype: %s", o->wire_dtype ? o->wire_dtype : "f32");
     if (o->prefill_chunk)
@@ -105,7 +116,7 @@ static int write_config(const struct exo_local_cluster *c, int i,
   return 0;
 }
 
-static pid_t spawn(const struct exo_local_cluster *c, int i, const char *exe)
+static pid_t spawn(const struct exo_local_cluster *c, int i, const char *exe, int append)
 {
   char cfg[128], log[128];
   snprintf(cfg, sizeof cfg, "%s/node%u.yaml", c->dir, c->ids[i]);
@@ -117,7 +128,7 @@ static pid_t spawn(const struct exo_local_cluster *c, int i, const char *exe)
   /* child: only async-signal-safe calls until exec */
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != parent)
     _exit(127);
-  int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  int fd = open(log, O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC), 0644);
   if (fd >= 0) {
     dup2(fd, 1);
     dup2(fd, 2);
@@ -163,13 +174,19 @@ int exo_local_cluster_start(const struct exo_local_cluster_opts *o,
     }
     c->ids[i] = o->first_id + (uint32_t)i;
     snprintf(c->addr[i], sizeof c->addr[i], "tcp://127.0.0.1:%d", port);
+    if (o->api && (rc = exo_local_cluster_pick_port(&c->api_port[i]))) {
+      snprintf(err, errlen, "local cluster: no free port: %s", strerror(-rc));
+      goto fail;
+    }
   }
+  snprintf(c->exe, sizeof c->exe, "%s", o->exe);
+  c->fault_files = o->fault_files;
   for (int i = 0; i < c->n; i++)
     if ((rc = write_config(c, i, o, err, errlen)))
       goto fail;
   fflush(NULL); /* nothing buffered may be written twice by a child */
   for (int i = 0; i < c->n; i++) {
-    c->pid[i] = spawn(c, i, o->exe);
+    c->pid[i] = spawn(c, i, o->exe, 0);
     if (c->pid[i] < 0) {
       rc = -errno;
       c->pid[i] = 0;
@@ -189,6 +206,39 @@ uint32_t exo_local_cluster_node_id(const struct exo_local_cluster *c, int i) { r
 const char *exo_local_cluster_addr(const struct exo_local_cluster *c, int i) { return c->addr[i]; }
 pid_t exo_local_cluster_pid(const struct exo_local_cluster *c, int i) { return c->pid[i]; }
 const char *exo_local_cluster_dir(const struct exo_local_cluster *c) { return c->dir; }
+int exo_local_cluster_api_port(const struct exo_local_cluster *c, int i) { return c->api_port[i]; }
+
+const char *exo_local_cluster_fault_file(const struct exo_local_cluster *c, int i, char *buf,
+                                         size_t cap)
+{
+  if (c->fault_files)
+    snprintf(buf, cap, "%s/node%u.faults", c->dir, c->ids[i]);
+  else if (cap)
+    buf[0] = '\0';
+  return buf;
+}
+
+int exo_local_cluster_restart(struct exo_local_cluster *c, int i, char *err, size_t errlen)
+{
+  if (i < 0 || i >= c->n) {
+    snprintf(err, errlen, "local cluster: no node index %d (0..%d)", i, c->n - 1);
+    return -EINVAL;
+  }
+  if (c->pid[i] > 0) {
+    kill(c->pid[i], SIGKILL);
+    waitpid(c->pid[i], &c->status[i], 0);
+    c->pid[i] = 0;
+  }
+  fflush(NULL);
+  pid_t pid = spawn(c, i, c->exe, 1);
+  if (pid < 0) {
+    int e = errno;
+    snprintf(err, errlen, "local cluster: fork: %s", strerror(e));
+    return -e;
+  }
+  c->pid[i] = pid;
+  return 0;
+}
 
 static void last_log_line(const struct exo_local_cluster *c, int i, char *out, size_t outlen)
 {
@@ -265,6 +315,8 @@ void exo_local_cluster_free(struct exo_local_cluster *c)
       snprintf(path, sizeof path, "%s/node%u.yaml", c->dir, c->ids[i]);
       unlink(path);
       snprintf(path, sizeof path, "%s/node%u.log", c->dir, c->ids[i]);
+      unlink(path);
+      snprintf(path, sizeof path, "%s/node%u.faults", c->dir, c->ids[i]);
       unlink(path);
     }
     rmdir(c->dir);

@@ -34,6 +34,13 @@ struct exo_local_cluster_opts {
   const char *node_key;   /* written as every config's `key:` (NULL: unauthenticated) */
   int shard_on_loop0;     /* shard-worker on the transport's loop (no hop; heartbeats wait
                              for compute): latency mode for small models */
+  /* for the fault harness (tests/fault) */
+  int api;                /* nonzero: each node also runs an api actor on a picked port */
+  int fault_files;        /* nonzero: each config has faults: "@DIR/nodeID.faults" (runtime/
+                             fault.h: write that file to switch the node's faults; absent: off) */
+  const char *origin_options; /* the origin actor's options, a flow mapping's body
+                                 ("step_timeout_ms: 1000"); NULL: defaults */
+  const char *partitioner_options; /* appended to the partitioner's options (NULL: none) */
 };
 
 /* Picks a free tcp port on 127.0.0.1 (bind to port 0, read it back, close). */
@@ -47,6 +54,13 @@ uint32_t exo_local_cluster_node_id(const struct exo_local_cluster *c, int i);
 const char *exo_local_cluster_addr(const struct exo_local_cluster *c, int i);
 pid_t exo_local_cluster_pid(const struct exo_local_cluster *c, int i); /* 0: not running */
 const char *exo_local_cluster_dir(const struct exo_local_cluster *c); /* configs and logs */
+int exo_local_cluster_api_port(const struct exo_local_cluster *c, int i); /* 0: no api */
+/* Node i's fault spec file (opts.fault_files), "" without. */
+const char *exo_local_cluster_fault_file(const struct exo_local_cluster *c, int i, char *buf,
+                                         size_t cap);
+/* Kills node i if it runs (SIGKILL, reaped) and starts it again from the same config,
+ * same id and address; its log is appended to, not truncated. Returns 0 or -errno. */
+int exo_local_cluster_restart(struct exo_local_cluster *c, int i, char *err, size_t errlen);
 /* 0 while every child runs; -ECHILD when one has exited (err names it, its status and the
  * last line of its log). */
 int exo_local_cluster_check(struct exo_local_cluster *c, char *err, size_t errlen);

@@ -34,7 +34,7 @@ for s in ${EXO_TEST_SUITES:-}; do extra_suites+=(--suite "$s"); done
 if setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false &&
    ninja -C build-asan -j "$jobs"; then
   meson test -C build-asan --print-errorlogs --num-processes "$jobs" \
-    --suite unit --suite integration --suite concurrency "${extra_suites[@]}" 2>&1 | tee build-asan/test-summary.log
+    --suite unit --suite integration --suite concurrency --suite fault "${extra_suites[@]}" 2>&1 | tee build-asan/test-summary.log
   summarize build-asan/test-summary.log
 else
   echo "ASan+UBSan build failed"; failed=$((failed + 1))
