@@ -807,7 +807,8 @@ int main(int argc, char **argv)
           s.model, s.origin);
   if (!wait_stages(&h, s.nodes, 60000, &took)) {
     reap(&h);
-    fprintf(stderr, "fault-harness: the cluster did not serve on %d nodes within 60 s%s%s (logs: %s)\n",
+    fprintf(stderr,
+            "fault-harness: the cluster did not serve on %d nodes within 60 s%s%s (logs: %s)\n",
             s.nodes, h.n_crashes ? ": " : "", h.n_crashes ? h.crashes[0] : "",
             exo_local_cluster_dir(h.c));
     exo_local_cluster_free(h.c);

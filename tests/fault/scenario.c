@@ -352,7 +352,8 @@ static int parse_root(struct ctx *c, struct exo_scenario *s, yaml_node_t *root)
            q++) {
         yaml_node_t *k2 = yaml_document_get_node(c->doc, q->key);
         yaml_node_t *v2 = yaml_document_get_node(c->doc, q->value);
-        const char *key2 = k2->type == YAML_SCALAR_NODE ? (const char *)k2->data.scalar.value : "";
+        const char *key2 =
+            k2->type == YAML_SCALAR_NODE ? (const char *)k2->data.scalar.value : "";
         if (!strcmp(key2, "max_failed")) {
           if ((rc = get_int(c, key2, v2, 0, 4096, &v)))
             return rc;
@@ -368,7 +369,8 @@ static int parse_root(struct ctx *c, struct exo_scenario *s, yaml_node_t *root)
       }
     } else {
       return fail_at(c, k, "unknown key '%s' (expected name, nodes, model, origin, "
-                           "origin_options, partitioner_options, batch, load, timeline, soak_ms, expect)", key);
+                           "origin_options, partitioner_options, batch, load, timeline, "
+                           "soak_ms, expect)", key);
     }
   }
   if (!s->nodes)
