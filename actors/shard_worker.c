@@ -795,8 +795,10 @@ static int run_batch(struct exo_actor *self, struct shard_state *s, struct pendi
              (size_t)rows[i] * H * sizeof *hid);
     at += rows[i];
   }
+  /* decode rows (one per request) go through the batch-invariant kernels, so a request's
+   * tokens do not depend on who shares its batch; a prefill chunk runs alone on sgemm */
   struct exo_forward_batch b = {.n_seqs = k, .seqs = seqs, .tokens = tok, .hidden_in = hid,
-                                .logits_last_only = 1};
+                                .logits_last_only = 1, .batch_invariant = total == k};
   size_t out_rows = (size_t)exo_forward_out_rows(s->m, &b);
   size_t cols = (size_t)exo_forward_out_cols(s->m, &b);
   char err[256] = "";
