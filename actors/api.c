@@ -946,6 +946,11 @@ static void on_request(struct evhttp_request *req, void *arg)
                  "Use GET.");
     return;
   }
+  if (!strcmp(path, "/favicon.ico") && get) { /* browsers ask on every page load: no icon */
+    count_status(s, 204);
+    evhttp_send_reply(req, 204, "No Content", NULL);
+    return;
+  }
   if (!authorized(s, req)) {
     evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
     reply_fail(s, req, 401, "authentication_error", NULL, "invalid_api_key",

@@ -1,13 +1,10 @@
 /* tests/api/test_api_cluster.c: the api actor on a real 2-node cluster (two `exo-actors
  * run` processes on loopback, the demo model split between them by the partitioner, each
  * node with its own api actor). `test_api_cluster` checks generations through HTTP (same
- * greedy text streamed or not and from either node, stop strings, disconnect cancels);
- * `test_api_cluster browser` loads the page in headless Chromium (driven through
- * chromedriver's WebDriver API), checks that it shows both nodes and streams a chat reply,
- * and saves a screenshot (exit 77 without chromium and chromium-driver). */
+ * greedy text streamed or not and from either node, stop strings, disconnect cancels).
+ * Real clients (curl, the openai library, Chromium) are in tests/api/js. */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -296,163 +293,11 @@ static void test_disconnect_real(void)
   json_decref(j);
 }
 
-static const char *find_chromium(void)
+int main(void)
 {
-  static const char *const c[] = {"/usr/bin/chromium", "/usr/bin/chromium-browser",
-                                  "/usr/bin/google-chrome", NULL};
-  for (int i = 0; c[i]; i++)
-    if (access(c[i], X_OK) == 0)
-      return c[i];
-  return NULL;
-}
-
-static const char *chromium;
-
-static const char *find_chromedriver(void)
-{
-  return access("/usr/bin/chromedriver", X_OK) == 0 ? "/usr/bin/chromedriver" : NULL;
-}
-
-static size_t b64_decode(const char *in, unsigned char *out)
-{
-  static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  size_t n = 0;
-  unsigned v = 0;
-  int bits = 0;
-  for (; *in && *in != '='; in++) {
-    const char *p = strchr(tbl, *in);
-    if (!p)
-      continue;
-    v = (v << 6) | (unsigned)(p - tbl);
-    if ((bits += 6) >= 8) {
-      bits -= 8;
-      out[n++] = (unsigned char)(v >> bits);
-    }
-  }
-  return n;
-}
-
-/* Drives Chromium through chromedriver's WebDriver HTTP API (real time, real network). */
-static void test_browser(void)
-{
-  int wd_port, st;
-  exo_local_cluster_pick_port(&wd_port);
-  char portarg[32];
-  snprintf(portarg, sizeof portarg, "--port=%d", wd_port);
-  pid_t wd = fork();
-  if (wd == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    int null = open("/dev/null", O_WRONLY);
-    dup2(null, 1);
-    dup2(null, 2);
-    execl(find_chromedriver(), "chromedriver", portarg, (char *)NULL);
-    _exit(127);
-  }
-  char *r = NULL;
-  for (int t = 0; t < 100; t++) {
-    free(r);
-    r = http(wd_port, "GET", "/status", NULL, &st);
-    if (st == 200)
-      break;
-    usleep(50000);
-  }
-  free(r);
-  char body[1024];
-  snprintf(body, sizeof body,
-           "{\"capabilities\":{\"alwaysMatch\":{\"browserName\":\"chrome\",\"goog:chromeOptions\":"
-           "{\"binary\":\"%s\",\"args\":[\"--headless\",\"--no-sandbox\",\"--disable-gpu\","
-           "\"--disable-dev-shm-usage\",\"--window-size=1200,800\"]}}}}", chromium);
-  json_t *sess = get_json(wd_port, "/session", body, &st);
-  const char *sid = json_string_value(json_object_get(json_object_get(sess, "value"), "sessionId"));
-  CHECK(sid != NULL);
-  if (!sid) {
-    char *dump = sess ? json_dumps(sess, 0) : NULL;
-    fprintf(stderr, "  chromedriver /session: HTTP %d %s\n", st, dump ? dump : "(no JSON)");
-    free(dump);
-    kill(wd, SIGTERM);
-    waitpid(wd, NULL, 0);
-    json_decref(sess);
-    return;
-  }
-  char path[256];
-  snprintf(path, sizeof path, "/session/%s/url", sid);
-  snprintf(body, sizeof body, "{\"url\":\"http://127.0.0.1:%d/#chat=Hello%%20there\"}", api_port[0]);
-  json_decref(get_json(wd_port, path, body, &st));
-  CHECK_INT_EQ(st, 200);
-  snprintf(path, sizeof path, "/session/%s/execute/sync", sid);
-  const char *probe =
-      "{\"script\":\"const r = document.getElementById('reply-1'); return "
-      "[document.querySelectorAll('.node-row').length, "
-      "document.querySelectorAll('.ring-node').length, r ? r.textContent : '', "
-      "r && r.dataset.done ? 1 : 0, document.querySelector('.err') ? 1 : 0];\",\"args\":[]}";
-  json_int_t rows = 0, ring = 0, done = 0, errs = 0;
-  char reply[512] = "";
-  int partial_seen = 0;
-  for (int t = 0; t < 300 && !done; t++) {
-    json_t *v = get_json(wd_port, path, probe, &st);
-    json_t *a = json_object_get(v, "value");
-    rows = json_integer_value(json_array_get(a, 0));
-    ring = json_integer_value(json_array_get(a, 1));
-    snprintf(reply, sizeof reply, "%s", json_string_value(json_array_get(a, 2)) ?: "");
-    done = json_integer_value(json_array_get(a, 3));
-    errs = json_integer_value(json_array_get(a, 4));
-    if (!done && strlen(reply) > strlen("model: "))
-      partial_seen = 1; /* text arrived before the stream ended: it streams */
-    json_decref(v);
-    usleep(20000);
-  }
-  CHECK_INT_EQ(rows, 2);
-  CHECK_INT_EQ(ring, 2);
-  CHECK(done == 1);
-  CHECK_INT_EQ(errs, 0);
-  CHECK(!strncmp(reply, "model: ", 7) && strlen(reply) > 7);
-  fprintf(stderr, "  page: %d node rows, %d ring labels, reply \"%.60s\" (%s)\n", (int)rows,
-          (int)ring, reply, partial_seen ? "seen while streaming" : "seen only complete");
-  snprintf(path, sizeof path, "/session/%s/screenshot", sid);
-  json_t *shot = get_json(wd_port, path, NULL, &st);
-  const char *b64 = json_string_value(json_object_get(shot, "value"));
-  size_t n = 0;
-  if (b64) {
-    unsigned char *png = malloc(strlen(b64));
-    n = b64_decode(b64, png);
-    const char *out_dir = getenv("EXO_API_SCREENSHOT_DIR");
-    char file[320];
-    snprintf(file, sizeof file, "%s/api-page.png", out_dir ? out_dir : dir);
-    FILE *f = fopen(file, "wb");
-    if (f) {
-      fwrite(png, 1, n, f);
-      fclose(f);
-    }
-    CHECK(n > 8 && !memcmp(png, "\x89PNG", 4));
-    fprintf(stderr, "  screenshot %s: %zu bytes\n", file, n);
-    free(png);
-  }
-  CHECK(n > 10000);
-  json_decref(shot);
-  snprintf(path, sizeof path, "/session/%s", sid);
-  free(http(wd_port, "DELETE", path, NULL, &st));
-  json_decref(sess);
-  kill(wd, SIGTERM);
-  waitpid(wd, NULL, 0);
-}
-
-int main(int argc, char **argv)
-{
-  bool browser = argc > 1 && !strcmp(argv[1], "browser");
-  chromium = find_chromium();
-  if (browser && (!chromium || !find_chromedriver())) {
-    fprintf(stderr, "no chromium/chromedriver (apt-get install chromium chromium-driver): "
-                    "skipped\n");
-    return 77;
-  }
   if (start_cluster()) {
     stop_cluster();
     return 1;
-  }
-  if (browser) {
-    EXO_RUN(test_browser);
-    stop_cluster();
-    return exo_test_result();
   }
   EXO_RUN(test_greedy_same_everywhere);
   EXO_RUN(test_stop_real);
