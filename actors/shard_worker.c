@@ -134,6 +134,7 @@ struct shard_req {
   uint64_t sample_key;
   uint32_t max_tokens, n_new;
   uint32_t flags, top_logprobs; /* EXO_GEN_PROMPT_F_*; last stage only */
+  uint64_t active_ns; /* last step queued or run: the idle sweep frees silent ones */
   size_t n_prompt, n_hist, cap;
   int32_t *hist; /* last stage only: prompt + generated */
 };
@@ -149,6 +150,7 @@ struct pending_step {
   uint32_t n_stages;
 };
 #define EXO_SHARD_MAX_PENDING (4u * EXO_SHARD_MAX_REQS)
+#define EXO_SHARD_CANCELLED 256u
 
 struct shard_state {
   const char *model_default; /* option or config `model`; owned by cfg */
@@ -172,6 +174,10 @@ struct shard_state {
   bool flush_armed;
   uint32_t max_batch, prefill_chunk; /* options batch, prefill_chunk */
   uint64_t n_forwards, n_steps, max_seen_batch; /* batching, reported at stop */
+  uint64_t cancelled[EXO_SHARD_CANCELLED]; /* recent CANCELs (ring) */
+  uint64_t n_cancelled;
+  uint32_t idle_ttl_ms; /* option idle_ttl_ms: a request silent this long is freed */
+  uint64_t reaped;
   uint64_t dropped; /* stale epoch, unknown request, malformed */
   struct exo_cluster *cluster; /* NULL outside `exo-actors run` (its gauge is skipped) */
   bool wire_f16;               /* HIDDEN sent as f16 (option wire_dtype) */
@@ -183,6 +189,8 @@ struct shard_state {
 
 #define READY_TIMER 1
 #define FLUSH_TIMER 2
+#define IDLE_TIMER 3
+#define IDLE_SWEEP_MS 1000
 #define READY_POLL_MS 5
 #define READY_WAIT_MS 10000
 
@@ -230,6 +238,7 @@ static struct shard_req *req_get(struct shard_state *s, uint64_t id)
       return NULL;
     r->used = true;
     r->id = id;
+    r->active_ns = exo_gen_now_ns();
     if (s->cluster)
       exo_cluster_shard_requests_add(s->cluster, 1);
     return r;
@@ -259,11 +268,13 @@ static int shard_init(struct exo_actor *self, void *state, const struct exo_conf
   s->me = -1;
   s->max_batch = 16;
   s->prefill_chunk = 256;
+  s->idle_ttl_ms = 30000;
   s->model_default = cfg ? cfg->model : NULL;
   s->cluster = exo_node_context(exo_actor_node(self)) ? exo_cluster_of(exo_actor_node(self))
                                                       : NULL;
   if (opts && cfg) {
-    static const char *const allowed[] = {"model", "wire_dtype", "batch", "prefill_chunk", NULL};
+    static const char *const allowed[] = {"model",         "wire_dtype",  "batch",
+                                          "prefill_chunk", "idle_ttl_ms", NULL};
     int rc = exo_config_check_options(cfg, opts, allowed, err, errlen);
     if (rc)
       return rc;
@@ -289,8 +300,13 @@ static int shard_init(struct exo_actor *self, void *state, const struct exo_conf
       return rc;
     s->max_batch = (uint32_t)batch;
     s->prefill_chunk = (uint32_t)chunk;
+    uint64_t ttl = s->idle_ttl_ms;
+    if ((rc = exo_config_option_u64(cfg, opts, "idle_ttl_ms", ttl, 100, 86400000, &ttl, err,
+                                    errlen)))
+      return rc;
+    s->idle_ttl_ms = (uint32_t)ttl;
   }
-  return 0;
+  return exo_actor_timer_start(self, IDLE_TIMER, IDLE_SWEEP_MS, true);
 }
 
 static void shard_stop(struct exo_actor *self, void *state)
@@ -378,6 +394,19 @@ static int shard_timer(struct exo_actor *self, void *state, uint32_t id)
   struct shard_state *s = state;
   if (id == FLUSH_TIMER)
     return flush(self, s);
+  if (id == IDLE_TIMER) {
+    /* a request whose origin gave up on it (its CANCEL lost to a fault, its origin dead)
+     * would hold a cache forever: nothing has come for it in idle_ttl_ms, so it is dead */
+    uint64_t now = exo_gen_now_ns();
+    for (unsigned i = 0; i < EXO_SHARD_MAX_REQS; i++)
+      if (s->reqs[i].used && now - s->reqs[i].active_ns > (uint64_t)s->idle_ttl_ms * 1000000u) {
+        SLOG(EXO_LOG_INFO, "request %" PRIu64 " idle for %u ms: freed", s->reqs[i].id,
+             s->idle_ttl_ms);
+        req_free(s, &s->reqs[i]);
+        s->reaped++;
+      }
+    return 0;
+  }
   if (id == READY_TIMER && s->ready_pending) {
     s->ready_waited_ms += READY_POLL_MS;
     try_ready(self, s);
@@ -758,6 +787,7 @@ static int enqueue(struct exo_actor *self, struct shard_state *s, struct shard_r
     req_free(s, r);
     return 0;
   }
+  r->active_ns = exo_gen_now_ns();
   struct pending_step *st = &s->pend[s->n_pend++];
   *st = (struct pending_step){.r = r, .n = n, .pos = pos, .tokens = tokens, .hidden = hidden,
                               .n_stages = n_stages};
@@ -900,6 +930,11 @@ static int on_prompt(struct exo_actor *self, struct shard_state *s, const struct
   }
   struct exo_addr origin = {exo_gen_get_u32(p + 52), exo_gen_get_u32(p + 56)};
   uint64_t req_id = msg->env.request_id;
+  for (unsigned i = 0; i < EXO_SHARD_CANCELLED; i++)
+    if (s->cancelled[i] == req_id) {
+      s->dropped++;
+      return 0;
+    }
   if (req_find(s, req_id)) { /* a re-issue: start over from the history */
     req_free(s, req_find(s, req_id));
   }
@@ -993,8 +1028,9 @@ static int on_hidden(struct exo_actor *self, struct shard_state *s, const struct
     s->dropped++;
     return 0;
   }
-  struct shard_req *r = s->is_last ? req_find(s, msg->env.request_id)
-                                   : req_get(s, msg->env.request_id);
+  /* the PROMPT made the request (it travels ahead of every HIDDEN on the same socket); a
+   * HIDDEN without one is a stale attempt's and must not create a cache */
+  struct shard_req *r = req_find(s, msg->env.request_id);
   if (!r || (s->is_last && !r->hist) || (uint32_t)next_pos(s, r) != pos) {
     SLOG(EXO_LOG_WARN, "HIDDEN for request %" PRIu64 " at %u: no such request "
             "or position (dropped)", msg->env.request_id, pos);
@@ -1064,6 +1100,8 @@ static int shard_message(struct exo_actor *self, void *state, const struct exo_m
     struct shard_req *r = req_find(s, msg->env.request_id);
     if (r)
       req_free(s, r);
+    /* remembered: a CANCEL can overtake its PROMPT (they take different paths) */
+    s->cancelled[s->n_cancelled++ % EXO_SHARD_CANCELLED] = msg->env.request_id;
     return 0;
   }
   case EXO_GEN_MSG_PROMPT:
