@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -225,11 +226,42 @@ static void test_keyed_cluster(void)
   CHECK(log_contains(0, "bad MAC") || log_contains(0, "no key?"));
 }
 
+/* `exo-actors keygen`: writes a 0600 key, refuses to overwrite, --force replaces. */
+static void test_keygen_cli(void)
+{
+  const char *build = getenv("EXO_BUILD_ROOT") ? getenv("EXO_BUILD_ROOT") : "build";
+  char cmd[1024], path[300];
+  snprintf(path, sizeof path, "%s/cli.key", dir);
+  snprintf(cmd, sizeof cmd, "'%s/actors/exo-actors' keygen '%s' >'%s.out' 2>&1", build, path, path);
+  CHECK_INT_EQ(system(cmd), 0);
+  struct stat st;
+  CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
+  struct exo_auth *a = NULL;
+  char err[256];
+  CHECK_INT_EQ(exo_auth_load(path, &a, err, sizeof err), 0);
+  exo_auth_free(a);
+  CHECK(WEXITSTATUS(system(cmd)) == 1); /* exists: refused */
+  snprintf(cmd, sizeof cmd, "'%s/actors/exo-actors' keygen --force '%s' >'%s.out' 2>&1", build,
+           path, path);
+  CHECK_INT_EQ(system(cmd), 0);
+  char out[512] = "", op[320];
+  snprintf(op, sizeof op, "%s.out", path);
+  FILE *f = fopen(op, "r");
+  if (f) {
+    size_t n = fread(out, 1, sizeof out - 1, f);
+    out[n] = '\0';
+    fclose(f);
+  }
+  CHECK_STR_CONTAINS(out, "fingerprint");
+  CHECK(strstr(out, "exo-actors-key-v1") == NULL); /* never prints the key */
+}
+
 int main(void)
 {
   snprintf(dir, sizeof dir, "/tmp/exo-auth-cluster-XXXXXX");
   if (!mkdtemp(dir))
     return 1;
+  EXO_RUN(test_keygen_cli);
   EXO_RUN(test_keyed_cluster);
   stop_all();
   char cmd[300];
