@@ -123,6 +123,11 @@ void exo_node_set_escalate(struct exo_node *node, exo_node_escalate_fn fn, void 
  * /metrics handler to append. Writes at most cap bytes (NUL-terminated when cap > 0);
  * returns the length it needs, like snprintf. node_auth.c */
 size_t exo_node_stats_prometheus(const struct exo_node_stats *st, char *buf, size_t cap);
+/* The cluster key the node loaded (`key:` / opts.key_path), NULL when unauthenticated:
+ * for actors that tag their own datagrams (discovery: exo_auth_sign/exo_auth_open with
+ * EXO_AUTH_DOMAIN_DISCOVERY). Lives as long as the node. node_auth.c */
+struct exo_auth;
+const struct exo_auth *exo_node_auth(const struct exo_node *node);
 /* Installs a receive tap (before start). */
 void exo_node_set_tap(struct exo_node *node, exo_node_tap_fn fn, void *arg);
 

@@ -352,3 +352,8 @@ size_t exo_node_stats_prometheus(const struct exo_node_stats *st, char *buf, siz
   }
   return n;
 }
+
+const struct exo_auth *exo_node_auth(const struct exo_node *node)
+{
+  return node->auth;
+}

@@ -297,6 +297,7 @@ static void test_keyed_pair_delivers(void)
   struct exo_node *b = make_node(2, "pair", key1, ba, sizeof ba, 0);
   if (!a || !b)
     goto out;
+  CHECK(exo_node_auth(a) != NULL);
   CHECK_INT_EQ(start(a), 0);
   CHECK_INT_EQ(start(b), 0);
   CHECK_INT_EQ(exo_node_add_peer(a, ba), 0);
@@ -337,6 +338,7 @@ static void test_outsiders_rejected(void)
   int raw = -1;
   if (!b || !c || !d)
     goto out;
+  CHECK(exo_node_auth(c) == NULL);
   CHECK_INT_EQ(start(b), 0);
   CHECK_INT_EQ(start(c), 0);
   CHECK_INT_EQ(start(d), 0);
