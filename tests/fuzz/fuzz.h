@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define FUZZ_CHECK(cond)                                                                    \
@@ -34,6 +35,7 @@ static inline int fuzz_memfd_file(const uint8_t *data, size_t size, char *path, 
   static int fd = -1;
   if (fd < 0 && (fd = memfd_create("exo-fuzz", MFD_CLOEXEC)) < 0)
     return -1;
+  (void)fchmod(fd, 0600); /* key files must not be group/other accessible */
   if (ftruncate(fd, 0) < 0 || (size && pwrite(fd, data, size, 0) != (ssize_t)size))
     return -1;
   snprintf(path, cap, "/proc/self/fd/%d", fd);
