@@ -63,6 +63,11 @@ static void judge(struct health_state *s, const struct exo_cluster_node *n)
   /* never heard: silent since it joined the topology */
   bool suspect = p->fd.last_us ? exo_failure_detector_suspect(&p->fd, now)
                                : now - p->added_us > (uint64_t)s->max_silence_ms * 1000;
+  /* two heartbeats in a row lost on a lossy link are not a failure: phi, fed a very
+   * regular history, would call a 300 ms gap impossible; 3.5 intervals of silence at
+   * least (350 ms by default, still under the 450 ms hard bound) */
+  if (suspect && p->fd.last_us && now - p->fd.last_us < (uint64_t)s->interval_ms * 3500)
+    suspect = false;
   if (suspect && n->health == EXO_PEER_ALIVE) {
     if (exo_cluster_set_health(s->cluster, n->id, EXO_PEER_SUSPECT) == 1) {
       s->suspicions++;

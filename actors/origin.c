@@ -39,7 +39,9 @@ struct oreq {
   struct exo_gen_range ranges[EXO_GEN_MAX_RANGES];
   size_t n_ranges;
   uint64_t submitted_ns, last_ns;
-  uint32_t attempts;
+  uint32_t attempts; /* issues in all (reported to the client) */
+  uint32_t tries;    /* issues since the last token: max_attempts bounds these */
+  uint64_t retry_at; /* parked after a refused send: re-issue then, or at a new map */
 };
 
 struct origin_state {
@@ -117,18 +119,19 @@ static void issue(struct origin_state *s, size_t i)
   cancel_stages(s, r);
   r->wire = 0;
   r->epoch = 0;
+  r->retry_at = 0;
   r->last_ns = exo_gen_now_ns();
   struct exo_live_map m;
   if (exo_cluster_copy_live_map(s->cluster, &m) || m.n == 0)
     return; /* the tick fails it if no map arrives in time */
-  if (++r->attempts > s->max_attempts) {
+  if (++r->tries > s->max_attempts) {
     char t[128];
     snprintf(t, sizeof t, "no progress after %u attempts (the cluster keeps failing it)",
              s->max_attempts);
     finish(s, i, EXO_REQ_FINISH_ERROR, -EIO, t);
     return;
   }
-  if (r->attempts > 1)
+  if (++r->attempts > 1)
     s->reissued++;
   /* wire ids carry the origin's node id, so requests of several origins never collide in
    * a shard's table */
@@ -245,8 +248,15 @@ static void on_token(struct origin_state *s, const struct exo_msg *msg)
     snprintf(t, sizeof t, "node %u failed the request: %s", msg->env.src.node,
              strerror(token < 0 ? -token : EIO));
     if (retryable(token)) {
-      OLOG(EXO_LOG_INFO, "%s; re-issuing", t);
-      issue(s, i);
+      /* a stage could not reach the next one: usually a node just died, and the health
+       * monitor will say so within half a second. Wait (doubling, up to 1 s) or for the
+       * new map instead of spending every attempt in a burst */
+      uint64_t backoff = 50000000ull << (r->tries < 4 ? r->tries : 4);
+      OLOG(EXO_LOG_INFO, "%s; re-issuing in %" PRIu64 " ms or at a new map", t,
+           backoff / 1000000);
+      cancel_stages(s, r);
+      r->wire = 0;
+      r->retry_at = exo_gen_now_ns() + backoff;
     } else {
       finish(s, i, EXO_REQ_FINISH_ERROR, token < 0 ? token : -EIO, t);
     }
@@ -295,6 +305,7 @@ static void on_token(struct origin_state *s, const struct exo_msg *msg)
   }
   r->hist[r->n_hist++] = token;
   r->last_ns = now;
+  r->tries = 0;
   if (flags & EXO_GEN_TOKEN_FINAL) {
     e.flags |= EXO_REQ_EV_FINAL;
     e.finish = (flags & EXO_GEN_TOKEN_EOS) ? EXO_REQ_FINISH_STOP : EXO_REQ_FINISH_LENGTH;
@@ -328,7 +339,12 @@ static void tick(struct origin_state *s)
   for (size_t i = 0; i < s->n_reqs;) {
     struct oreq *r = s->reqs[i];
     size_t before = s->n_reqs;
-    if (r->epoch == 0 && now - r->last_ns > (uint64_t)s->map_wait_ms * 1000000ull) {
+    if (r->retry_at) {
+      if (now >= r->retry_at || (live && r->epoch != live)) {
+        r->retry_at = 0;
+        issue(s, i);
+      }
+    } else if (r->epoch == 0 && now - r->last_ns > (uint64_t)s->map_wait_ms * 1000000ull) {
       char t[128];
       snprintf(t, sizeof t, "no live partition map within %u ms (too few nodes, or none "
                "can load the model)", s->map_wait_ms);

@@ -392,6 +392,21 @@ static void coordinate(struct part_state *s)
   }
   struct proposal *p = &s->prop;
   if (p->active) {
+    /* a target that stopped answering since (suspected, or gone) will never send READY:
+     * give up on this proposal now rather than after ready_timeout_ms */
+    for (size_t i = 0; i < p->n_targets && p->active; i++) {
+      bool still = false;
+      for (size_t j = 0; j < n_live; j++)
+        still |= live[j].id == p->targets[i];
+      if (!still) {
+        PLOG(EXO_LOG_INFO, "map epoch %" PRIu64 ": node %u left the live set; re-proposing",
+             p->epoch, p->targets[i]);
+        p->active = false;
+        s->topo_changed_ns = 0;
+      }
+    }
+  }
+  if (p->active) {
     if (now - p->started_ns < (uint64_t)s->ready_timeout_ms * 1000000ull) {
       /* a MAP or READY may have been lost: ask the silent ones again (shards answer a
        * repeated MAP of their epoch with READY, without reloading) */

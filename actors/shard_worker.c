@@ -151,6 +151,14 @@ struct pending_step {
 };
 #define EXO_SHARD_MAX_PENDING (4u * EXO_SHARD_MAX_REQS)
 #define EXO_SHARD_CANCELLED 256u
+#define EXO_SHARD_EARLY 64u
+#define EARLY_TTL_NS 2000000000ull
+
+struct early_msg {
+  struct exo_envelope env;
+  void *payload; /* NULL: free slot */
+  uint64_t at_ns, seq;
+};
 
 struct shard_state {
   const char *model_default; /* option or config `model`; owned by cfg */
@@ -178,6 +186,8 @@ struct shard_state {
   uint64_t n_cancelled;
   uint32_t idle_ttl_ms; /* option idle_ttl_ms: a request silent this long is freed */
   uint64_t reaped;
+  struct early_msg early[EXO_SHARD_EARLY]; /* HIDDENs that came before their turn */
+  uint64_t early_seq;
   uint64_t dropped; /* stale epoch, unknown request, malformed */
   struct exo_cluster *cluster; /* NULL outside `exo-actors run` (its gauge is skipped) */
   bool wire_f16;               /* HIDDEN sent as f16 (option wire_dtype) */
@@ -197,6 +207,7 @@ struct shard_state {
 static void step_drop(struct pending_step *st);
 static void pend_remove(struct shard_state *s, size_t i);
 static int flush(struct exo_actor *self, struct shard_state *s);
+static void early_clear(struct shard_state *s);
 
 static void req_free(struct shard_state *s, struct shard_req *r)
 {
@@ -319,13 +330,16 @@ static void shard_stop(struct exo_actor *self, void *state)
   unload(s);
   while (s->n_pend)
     pend_remove(s, s->n_pend - 1);
+  early_clear(s);
   free(s->out);
   free(s->logits);
   s->out = s->logits = NULL;
 }
 
-static void send_ready_to(struct exo_actor *self, struct exo_addr dst, uint64_t epoch,
-                          int status, const char *text)
+/* READY for the MAP of epoch (the envelope's, so the coordinator matches it to its
+ * proposal); the payload carries shard_epoch, this shard's own (newer on -ESTALE). */
+static void send_ready_epochs(struct exo_actor *self, struct exo_addr dst, uint64_t epoch,
+                              uint64_t shard_epoch, int status, const char *text)
 {
   size_t n = strlen(text);
   if (n > 400)
@@ -336,12 +350,18 @@ static void send_ready_to(struct exo_actor *self, struct exo_addr dst, uint64_t 
     return;
   exo_gen_put_u32(p, (uint32_t)status);
   exo_gen_put_u32(p + 4, 0);
-  exo_gen_put_u64(p + 8, epoch);
+  exo_gen_put_u64(p + 8, shard_epoch);
   memcpy(p + EXO_GEN_READY_HEAD, text, n);
   void *vp = p;
   int rc = exo_actor_send_buf(self, &env, &vp, EXO_GEN_READY_HEAD + n);
   if (rc)
     SLOG(EXO_LOG_WARN, "READY to node %u: %s", dst.node, strerror(-rc));
+}
+
+static void send_ready_to(struct exo_actor *self, struct exo_addr dst, uint64_t epoch,
+                          int status, const char *text)
+{
+  send_ready_epochs(self, dst, epoch, epoch, status, text);
 }
 
 static void send_ready(struct exo_actor *self, const struct exo_msg *msg, int status,
@@ -440,7 +460,7 @@ static int on_map(struct exo_actor *self, struct shard_state *s, const struct ex
   if (msg->env.epoch <= s->epoch) {
     snprintf(err, sizeof err, "MAP epoch %" PRIu64 " is not newer than this shard's %" PRIu64,
              msg->env.epoch, s->epoch);
-    send_ready_to(self, msg->env.src, s->epoch, -ESTALE, err);
+    send_ready_epochs(self, msg->env.src, msg->env.epoch, s->epoch, -ESTALE, err);
     return 0;
   }
   /* the range this shard held: if the new map gives it the same one of the same model,
@@ -1008,7 +1028,80 @@ static int on_prompt(struct exo_actor *self, struct shard_state *s, const struct
   return 0;
 }
 
+/* ---- early HIDDENs ------------------------------------------------------------------ */
+
+static bool early_keep(struct shard_state *s, const struct exo_msg *msg)
+{
+  uint64_t now = exo_gen_now_ns();
+  for (unsigned i = 0; i < EXO_SHARD_EARLY; i++) {
+    struct early_msg *e = &s->early[i];
+    if (e->payload && now - e->at_ns > EARLY_TTL_NS) { /* its turn never came */
+      free(e->payload);
+      e->payload = NULL;
+    }
+    if (e->payload)
+      continue;
+    if (!(e->payload = malloc(msg->env.payload_len ? msg->env.payload_len : 1)))
+      return false;
+    memcpy(e->payload, msg->payload, msg->env.payload_len);
+    e->env = msg->env;
+    e->at_ns = now;
+    e->seq = s->early_seq++;
+    return true;
+  }
+  return false; /* full: dropped, the origin re-issues */
+}
+
+static int on_hidden_ex(struct exo_actor *self, struct shard_state *s, const struct exo_msg *msg,
+                        bool may_wait);
+
+/* Runs the kept HIDDENs whose turn has come, oldest first, until none has. */
+static int early_replay(struct exo_actor *self, struct shard_state *s)
+{
+  for (bool again = true; again;) {
+    again = false;
+    struct early_msg *best = NULL;
+    for (unsigned i = 0; i < EXO_SHARD_EARLY; i++) {
+      struct early_msg *e = &s->early[i];
+      if (!e->payload || e->env.epoch != s->epoch)
+        continue;
+      struct shard_req *r = req_find(s, e->env.request_id);
+      if (!r || e->env.payload_len < 4 ||
+          exo_gen_get_u32(e->payload) != (uint32_t)next_pos(s, r))
+        continue;
+      if (!best || e->seq < best->seq)
+        best = e;
+    }
+    if (best) {
+      struct exo_msg m = {.env = best->env, .payload = best->payload};
+      void *owned = best->payload;
+      best->payload = NULL;
+      int rc = on_hidden_ex(self, s, &m, false);
+      free(owned);
+      if (rc)
+        return rc;
+      again = true;
+    }
+  }
+  return 0;
+}
+
+static void early_clear(struct shard_state *s)
+{
+  for (unsigned i = 0; i < EXO_SHARD_EARLY; i++) {
+    free(s->early[i].payload);
+    s->early[i].payload = NULL;
+  }
+}
+
 static int on_hidden(struct exo_actor *self, struct shard_state *s, const struct exo_msg *msg)
+{
+  int rc = on_hidden_ex(self, s, msg, true);
+  return rc ? rc : early_replay(self, s);
+}
+
+static int on_hidden_ex(struct exo_actor *self, struct shard_state *s, const struct exo_msg *msg,
+                        bool may_wait)
 {
   uint64_t now = exo_gen_now_ns();
   const uint8_t *p = msg->payload;
@@ -1028,12 +1121,21 @@ static int on_hidden(struct exo_actor *self, struct shard_state *s, const struct
     s->dropped++;
     return 0;
   }
-  /* the PROMPT made the request (it travels ahead of every HIDDEN on the same socket); a
-   * HIDDEN without one is a stale attempt's and must not create a cache */
+  /* the PROMPT makes the request; a HIDDEN never creates one (a stale attempt's would
+   * leak a cache). Over TCP the PROMPT comes first, but a delaying or reordering network
+   * (or the fault hooks) can swap them, or swap two prefill chunks: a HIDDEN that is early
+   * (no request yet, or a later position) waits a while for its turn. */
   struct shard_req *r = req_find(s, msg->env.request_id);
+  bool cancelled = false;
+  for (unsigned i = 0; i < EXO_SHARD_CANCELLED && !r; i++)
+    cancelled |= s->cancelled[i] == msg->env.request_id;
+  bool early = !cancelled && (!r || (uint32_t)next_pos(s, r) < pos);
+  if (early && may_wait && early_keep(s, msg))
+    return 0;
   if (!r || (s->is_last && !r->hist) || (uint32_t)next_pos(s, r) != pos) {
-    SLOG(EXO_LOG_WARN, "HIDDEN for request %" PRIu64 " at %u: no such request "
-            "or position (dropped)", msg->env.request_id, pos);
+    if (!early || !may_wait)
+      SLOG(EXO_LOG_DEBUG, "HIDDEN for request %" PRIu64 " at %u: no such request or "
+           "position (dropped)", msg->env.request_id, pos);
     s->dropped++;
     return 0;
   }
@@ -1111,8 +1213,10 @@ static int shard_message(struct exo_actor *self, void *state, const struct exo_m
       s->dropped++;
       return 0;
     }
-    if (msg->env.type == EXO_GEN_MSG_PROMPT)
-      return on_prompt(self, s, msg);
+    if (msg->env.type == EXO_GEN_MSG_PROMPT) {
+      int rc = on_prompt(self, s, msg);
+      return rc ? rc : early_replay(self, s);
+    }
     if (msg->env.type == EXO_GEN_MSG_HIDDEN)
       return on_hidden(self, s, msg);
     return on_token(self, s, msg);
