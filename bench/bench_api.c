@@ -226,6 +226,11 @@ int main(int argc, char **argv)
   for (int r = 0; d_ttft && d_tok && r < runs; r++)
     d_ttft[r] = ttft_h[r] - ttft_c[r], d_tok[r] = tok_h[r] - tok_c[r];
   double dt = d_ttft && d_tok ? median(d_ttft, runs) : 0, dp = d_ttft && d_tok ? median(d_tok, runs) : 0;
+  /* median() sorted them: the quartiles say how far noise reaches */
+  double q[4] = {0};
+  if (d_ttft && d_tok)
+    q[0] = d_ttft[runs / 4], q[1] = d_ttft[3 * runs / 4], q[2] = d_tok[runs / 4],
+    q[3] = d_tok[3 * runs / 4];
   free(d_ttft), free(d_tok);
   double mc = median(ttft_c, runs), mh = median(ttft_h, runs);
   double pc = median(tok_c, runs), ph = median(tok_h, runs);
@@ -236,6 +241,8 @@ int main(int argc, char **argv)
          "1000us", dt <= 1000 ? "met" : "MISSED");
   printf("%-22s %11.1fus %11.1fus %16.1fus %6s %s\n", "per-token latency", pc, ph, dp,
          "50us", dp <= 50 ? "met" : "MISSED");
+  printf("paired differences, quartiles: first token %.1f..%.1fus, per token %.1f..%.1fus\n",
+         q[0], q[1], q[2], q[3]);
   if (bad)
     printf("note: %d runs returned fewer than %d tokens\n", bad, tokens);
   rc = 0;
