@@ -39,6 +39,7 @@ struct oreq {
   struct exo_gen_range ranges[EXO_GEN_MAX_RANGES];
   size_t n_ranges;
   uint64_t submitted_ns, last_ns;
+  uint32_t seq;      /* this origin's request number (wire id bits 12..31) */
   uint32_t attempts; /* issues in all (reported to the client) */
   uint32_t tries;    /* issues since the last token: max_attempts bounds these */
   uint64_t retry_at; /* parked after a refused send: re-issue then, or at a new map */
@@ -133,9 +134,11 @@ static void issue(struct origin_state *s, size_t i)
   }
   if (++r->attempts > 1)
     s->reissued++;
-  /* wire ids carry the origin's node id, so requests of several origins never collide in
-   * a shard's table */
-  r->wire = ((uint64_t)exo_actor_addr(s->self).node << 32) | (s->next_wire++ & 0xffffffffu);
+  /* wire id: origin node (32 bits: requests of several origins never collide in a shard's
+   * table) | request (20) | attempt (12), so a shard that sees a new attempt frees the
+   * older ones' caches even when their CANCEL was lost (EXO_GEN_WIRE_REQUEST) */
+  r->wire = ((uint64_t)exo_actor_addr(s->self).node << 32) | (uint64_t)r->seq << 12 |
+            (r->attempts & 0xfffu);
   r->epoch = m.epoch;
   r->n_ranges = m.n;
   memcpy(r->ranges, m.ranges, m.n * sizeof m.ranges[0]);
@@ -213,6 +216,7 @@ static void on_submit(struct origin_state *s, const struct exo_msg *msg)
   r->hist = ids;
   r->n_hist = r->n_prompt = r->cap = sub.n_prompt;
   r->submitted_ns = exo_gen_now_ns();
+  r->seq = (uint32_t)(s->next_wire++ & 0xfffffu);
   s->reqs[s->n_reqs++] = r;
   issue(s, s->n_reqs - 1);
 }

@@ -728,8 +728,21 @@ static int emit(struct exo_actor *self, struct shard_state *s, struct shard_req 
   exo_gen_put_stages(buf + EXO_GEN_TOKEN_HEAD, stages, n_stages);
   struct exo_addr origin = r->origin;
   uint64_t req_id = r->id;
-  if (final)
+  if (final) {
     req_free(s, r);
+    /* the middle stages learn of the end from the origin's CANCEL; a second one from here
+     * frees their caches when that one is lost */
+    for (uint32_t k = 1; k + 1 < s->n_ranges; k++) {
+      struct exo_envelope env = {.type = EXO_GEN_MSG_CANCEL,
+                                 .dst = {s->ranges[k].node, s->ranges[k].actor},
+                                 .epoch = s->epoch, .request_id = req_id};
+      void *cp = exo_msg_alloc(4);
+      if (cp) {
+        memset(cp, 0, 4);
+        (void)exo_actor_send_buf(self, &env, &cp, 4);
+      }
+    }
+  }
   /* the first stage starts the next step at once; the origin only records */
   struct exo_addr dsts[2] = {s->first, origin};
   for (int i = 0; i < 2; i++) {
@@ -955,6 +968,10 @@ static int on_prompt(struct exo_actor *self, struct shard_state *s, const struct
       s->dropped++;
       return 0;
     }
+  for (unsigned i = 0; i < EXO_SHARD_MAX_REQS; i++) /* older attempts of this request */
+    if (s->reqs[i].used && s->reqs[i].id != req_id &&
+        EXO_GEN_WIRE_REQUEST(s->reqs[i].id) == EXO_GEN_WIRE_REQUEST(req_id))
+      req_free(s, &s->reqs[i]);
   if (req_find(s, req_id)) { /* a re-issue: start over from the history */
     req_free(s, req_find(s, req_id));
   }

@@ -50,6 +50,10 @@ struct exo_gen_stage {
  * with -ESTALE, so a new coordinator can outbid it). */
 #define EXO_GEN_READY_HEAD 16u
 
+/* A wire request id is origin node << 32 | request << 12 | attempt: ids that agree above
+ * bit 12 are attempts of one request, and a PROMPT of one frees the caches of the others. */
+#define EXO_GEN_WIRE_REQUEST(id) ((id) >> 12)
+
 /* PROMPT payload (EXO_GEN_PROMPT_HEAD bytes, then n_prompt x i32 token ids):
  *   0 f32 temperature  4 i32 top_k  8 f32 top_p  12 f32 min_p  16 f32 repetition
  *  20 f32 presence  24 f32 frequency  28 u32 max_tokens  32 u64 seed  40 u64 sample_key
