@@ -135,12 +135,24 @@ export function generate({ promptIds, prompt, seed, temperature, maxTokens, ids 
   if (promptIds) args.push("--prompt-ids", promptIds.join(","));
   else args.push("--prompt", prompt);
   if (ids) args.push("--ids");
-  return new Promise((resolve, reject) => {
+  // up to 3 tries: on a heavily loaded machine a whole generate run can fail ("no progress
+  // after 8 attempts"); each try is logged, and the reference is what the run printed
+  const once = () => new Promise((resolve, reject) => {
     execFile(exe, args, { encoding: "utf8", timeout: 60000, maxBuffer: 1 << 20 }, (e, out, err) => {
       if (e) return reject(new Error(`exo-actors ${args.join(" ")}: ${e.message}\n${err}`));
       resolve(ids ? out.trim().split(/\s+/).filter(Boolean).map(Number) : out.replace(/\n$/, ""));
     });
   });
+  return (async () => {
+    for (let t = 1; ; t++) {
+      try {
+        return await once();
+      } catch (e) {
+        if (t === 3) throw e;
+        console.error(`generate try ${t} failed, retrying: ${e.message.split("\n").filter((l) => l.startsWith("exo-actors generate:")).join(" ")}`);
+      }
+    }
+  })();
 }
 
 // Minimal check helpers: count failures, print each, exit non-zero at the end.
