@@ -13,6 +13,9 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,14 +161,22 @@ static const struct exo_matmul_kernels exo_kernels_portable = {
 static pthread_once_t exo_cpu_once = PTHREAD_ONCE_INIT;
 static enum exo_cpu_path exo_cpu_chosen; /* written once under exo_cpu_once */
 
+#if defined(__x86_64__)
+/* F16C from cpuid leaf 1 (ECX bit 29): clang's __builtin_cpu_supports has no "f16c". */
+static int has_f16c(void)
+{
+  unsigned a, b, c, d;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+#endif
+
 int exo_cpu_path_supported(enum exo_cpu_path p)
 {
   switch (p) {
   case EXO_CPU_PORTABLE: return 1;
 #if defined(__x86_64__)
   case EXO_CPU_AVX2:
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
   case EXO_CPU_AVX512:
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
