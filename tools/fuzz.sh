@@ -25,7 +25,7 @@ done
 # clang ignores (and warns about); the fuzz binaries only ever run on this machine.
 opts=(-Dfuzz=true -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
       "-Dc_args=-march=native -Wno-unknown-pragmas")
-if [ -d "$dir" ]; then
+if [ -d "$dir/meson-private" ]; then # a configured tree (tools/test.sh makes $dir for its log)
   CC=clang meson setup --reconfigure "$dir" "${opts[@]}" >/dev/null
 else
   CC=clang meson setup "$dir" "${opts[@]}" >/dev/null
