@@ -830,6 +830,14 @@ static void handle_metrics(struct api_state *s, struct evhttp_request *req)
                       "# TYPE exo_node_restarts_total counter\n"
                       "exo_node_restarts_total %" PRIu64 "\n",
                       st.mailbox_full, st.send_failed, st.delivered, st.restarts);
+  char drops[2048]; /* the transport's drop counters (auth, replay, throttle, malformed) */
+  if (exo_node_stats_prometheus(&st, drops, sizeof drops) < sizeof drops)
+    evbuffer_add(b, drops, strlen(drops));
+  evbuffer_add_printf(b,
+                      "# HELP exo_node_loop_deaths_total Loop threads that died (restarted).\n"
+                      "# TYPE exo_node_loop_deaths_total counter\n"
+                      "exo_node_loop_deaths_total %" PRIu64 "\n",
+                      st.loop_deaths);
   if (s->cluster)
     evbuffer_add_printf(b, "# HELP exo_shard_kv_caches Requests holding a KV cache in this "
                            "node's shard-worker.\n# TYPE exo_shard_kv_caches gauge\n"
