@@ -1,7 +1,7 @@
 /* runtime/node_auth.c: the keyed link layer of a node (docs/PROTOCOL.md, "Authenticated
  * clusters"). With a cluster key every inter-node frame ends in a trailer
  * [u64 link seq][tag]; the tag is checked before anything but the frame's type and
- * source node is read, then the link sequence number against a 64-frame replay window.
+ * source node is read, then the link sequence number against the replay window.
  * Must not trust a byte before its tag verified, and must not block (loop 0).
  *
  * Tags: HELLO: 32-byte keyed BLAKE2b under the cluster key. Other frames: 16-byte
@@ -171,23 +171,11 @@ static struct exo_peer *peer_by_id_locked(struct exo_node *node, uint32_t node_i
   return NULL;
 }
 
-/* Replay window: accepts seq once, within 64 of the highest seen. (loop 0) */
+/* Replay window: accepts seq once, within EXO_LINK_WINDOW of the highest seen (the same
+ * window unkeyed links use, so reordering faults cost keyed links nothing more). (loop 0) */
 static bool window_accept(struct exo_link_auth *la, uint64_t seq)
 {
-  if (seq == 0)
-    return false;
-  if (seq > la->recv_top) {
-    uint64_t shift = seq - la->recv_top;
-    la->recv_mask = shift >= 64 ? 0 : la->recv_mask << shift;
-    la->recv_mask |= 1;
-    la->recv_top = seq;
-    return true;
-  }
-  uint64_t back = la->recv_top - seq;
-  if (back >= 64 || (la->recv_mask >> back) & 1)
-    return false;
-  la->recv_mask |= 1ull << back;
-  return true;
+  return exo_link_window_check(&la->recv_win, seq) == EXO_LINK_ACCEPT;
 }
 
 int exo_node_auth_receive(struct exo_node *node, void *frame, size_t *len)
@@ -294,7 +282,7 @@ void exo_node_auth_hello_received(struct exo_node *node, const struct exo_envelo
     /* Fresh: the sender saw our current challenge, so sess is its live session. */
     if (!p->la.confirmed || memcmp(p->la.peer_session, sess, SESS) != 0) {
       memcpy(p->la.peer_session, sess, SESS);
-      p->la.recv_top = p->la.recv_mask = 0; /* a new session numbers from 1 again */
+      exo_link_window_reset(&p->la.recv_win); /* a new session numbers from 1 again */
       exo_auth_link_key(node->auth, node->session, sess, p->la.send_key);
       exo_auth_link_key(node->auth, sess, node->session, p->la.recv_key);
     }

@@ -73,7 +73,7 @@ struct exo_link_auth {
   uint8_t send_key[EXO_AUTH_LINK_KEY_BYTES];        /* subkey (our session, its session) */
   uint8_t recv_key[EXO_AUTH_LINK_KEY_BYTES];        /* subkey (its session, our session) */
   _Atomic uint64_t send_seq;                        /* last link sequence number sent */
-  uint64_t recv_top, recv_mask; /* (loop 0) replay window: highest seq, 64 below it */
+  struct exo_link_window recv_win; /* (loop 0) replay window (runtime/link.h) */
 };
 
 /* Link numbering of an unkeyed cluster (link.h). send_seq: any sender thread; the
