@@ -32,12 +32,16 @@ export function pickPort() {
 }
 
 const children = new Set();
+const tmpDirs = new Set(); // removed at exit too, when a test dies before stop()
 function killAll(sig) {
   for (const c of children) {
     try { c.kill(sig); } catch { /* already gone */ }
   }
 }
-process.on("exit", () => killAll("SIGKILL"));
+process.on("exit", () => {
+  killAll("SIGKILL");
+  if (!process.env.EXO_KEEP_TMP) for (const d of tmpDirs) fs.rmSync(d, { recursive: true, force: true });
+});
 for (const sig of ["SIGINT", "SIGTERM"]) {
   process.on(sig, () => { killAll("SIGKILL"); process.exit(1); });
 }
@@ -49,6 +53,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 export async function startCluster({ n = 2, apiOptions = "keepalive_ms: 200", apiKey, timeoutMs = 30000 } = {}) {
   if (!fs.existsSync(exe)) throw new Error(`no ${exe} (build first; EXO_BUILD_ROOT=${build})`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "exo-api-js-"));
+  tmpDirs.add(dir);
   const nodePorts = [], apiPorts = [], procs = [], configs = [], logs = [];
   for (let i = 0; i < n; i++) {
     nodePorts.push(await pickPort());
