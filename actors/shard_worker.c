@@ -151,6 +151,7 @@ struct pending_step {
 };
 #define EXO_SHARD_MAX_PENDING (4u * EXO_SHARD_MAX_REQS)
 #define EXO_SHARD_CANCELLED 256u
+#define SMALL_PREFILL 64 /* rows up to which a prefill chunk uses the row kernels */
 #define EXO_SHARD_EARLY 64u
 #define EARLY_TTL_NS 2000000000ull
 
@@ -859,9 +860,13 @@ static int run_batch(struct exo_actor *self, struct shard_state *s, struct pendi
     at += rows[i];
   }
   /* decode rows (one per request) go through the batch-invariant kernels, so a request's
-   * tokens do not depend on who shares its batch; a prefill chunk runs alone on sgemm */
+   * tokens do not depend on who shares its batch; so do short prefill chunks (a half-weight
+   * model's sgemm path widens every weight to f32 per call: 10+ ms for a 4-token prompt),
+   * while long ones run alone on sgemm. Either way the choice depends only on the request's
+   * own chunk, so it is the same when the request runs alone. */
   struct exo_forward_batch b = {.n_seqs = k, .seqs = seqs, .tokens = tok, .hidden_in = hid,
-                                .logits_last_only = 1, .batch_invariant = total == k};
+                                .logits_last_only = 1,
+                                .batch_invariant = total == k || total <= SMALL_PREFILL};
   size_t out_rows = (size_t)exo_forward_out_rows(s->m, &b);
   size_t cols = (size_t)exo_forward_out_cols(s->m, &b);
   char err[256] = "";
