@@ -685,9 +685,11 @@ static int emit(struct exo_actor *self, struct shard_state *s, struct shard_req 
     }
     return 0;
   }
-  /* Last stage: sample beside the logits, once the prefill's last chunk is in. */
+  /* Last stage: sample beside the logits, once the prefill's last chunk is in. Sampling
+   * is this stage's compute too (a step's overhead is what is neither). */
   if ((size_t)r->kv->n_pos < r->n_hist)
     return 0;
+  uint64_t t_sample = exo_gen_now_ns();
   if (r->n_hist + 1 > r->cap) {
     size_t cap = r->cap ? r->cap * 2 : 64;
     int32_t *h = realloc(r->hist, cap * sizeof *h);
@@ -722,6 +724,7 @@ static int emit(struct exo_actor *self, struct shard_state *s, struct shard_req 
     flags |= EXO_GEN_TOKEN_LOGPROBS;
     blen += put_logprobs(buf + EXO_GEN_TOKEN_SIZE, out, V, id, r->top_logprobs);
   }
+  stages[n_stages - 1].compute_ns += exo_gen_now_ns() - t_sample;
   exo_gen_put_u32(buf, (uint32_t)id);
   exo_gen_put_u32(buf + 4, flags);
   exo_gen_put_u64(buf + 8, position);

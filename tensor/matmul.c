@@ -162,11 +162,21 @@ static pthread_once_t exo_cpu_once = PTHREAD_ONCE_INIT;
 static enum exo_cpu_path exo_cpu_chosen; /* written once under exo_cpu_once */
 
 #if defined(__x86_64__)
-/* F16C from cpuid leaf 1 (ECX bit 29): clang's __builtin_cpu_supports has no "f16c". */
-static int has_f16c(void)
+/* F16C from cpuid leaf 1 (ECX bit 29): clang's __builtin_cpu_supports has no "f16c".
+ * Read once: cpuid traps to the hypervisor in a VM, and every product asks. */
+static pthread_once_t f16c_once = PTHREAD_ONCE_INIT;
+static int f16c_found; /* written once under f16c_once */
+
+static void f16c_detect(void)
 {
   unsigned a, b, c, d;
-  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+  f16c_found = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+
+static int has_f16c(void)
+{
+  pthread_once(&f16c_once, f16c_detect);
+  return f16c_found;
 }
 #endif
 
