@@ -32,6 +32,7 @@ struct health_state {
   struct peer_fd peers[EXO_CLUSTER_MAX_NODES];
   size_t n_peers;
   uint64_t suspicions, recoveries;
+  uint64_t ticks;
 };
 
 static uint64_t now_us(void)
@@ -83,8 +84,11 @@ static void judge(struct health_state *s, const struct exo_cluster_node *n)
   }
 }
 
+/* Runs every half interval: heartbeats go out every other tick, and judging twice per
+ * interval keeps "silent past the bound" to "suspected" within half an interval. */
 static void tick(struct health_state *s)
 {
+  s->ticks++;
   struct exo_cluster_node nodes[EXO_CLUSTER_MAX_NODES];
   size_t n = exo_cluster_copy_nodes(s->cluster, nodes, EXO_CLUSTER_MAX_NODES);
   uint32_t self_id = exo_actor_addr(s->self).node;
@@ -93,7 +97,8 @@ static void tick(struct health_state *s)
     if (nodes[i].id == self_id)
       continue;
     struct exo_addr dst = {nodes[i].id, exo_actor_id(EXO_HEALTH_ACTOR_NAME)};
-    (void)exo_actor_send(s->self, dst, EXO_CTL_MSG_HEARTBEAT, beat, sizeof beat);
+    if (s->ticks % 2 == 0)
+      (void)exo_actor_send(s->self, dst, EXO_CTL_MSG_HEARTBEAT, beat, sizeof beat);
     judge(s, &nodes[i]);
   }
 }
@@ -127,7 +132,8 @@ static int health_init(struct exo_actor *self, void *state, const struct exo_con
   }
   s->interval_ms = (uint32_t)interval;
   s->max_silence_ms = (uint32_t)silence;
-  return exo_actor_timer_start(self, BEAT_TIMER, s->interval_ms, true);
+  return exo_actor_timer_start(self, BEAT_TIMER, s->interval_ms / 2 ? s->interval_ms / 2 : 1,
+                               true);
 }
 
 static int health_timer(struct exo_actor *self, void *state, uint32_t id)
