@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "actors/api.h"
+#include "tensor/utf8.h"
 
 #define INVALID "invalid_request_error"
 
@@ -28,10 +29,33 @@ int exo_api_fail(struct exo_api_error *e, int status, const char *type, const ch
   return -EINVAL;
 }
 
+/* A message or param may quote the client's bytes (or be cut inside a character): JSON
+ * wants UTF-8, so every byte that does not start a valid sequence becomes U+FFFD. */
+static void utf8_clean(const char *in, char *out, size_t cap)
+{
+  size_t o = 0, n = strlen(in);
+  for (size_t i = 0; i < n && o + 4 < cap;) {
+    uint32_t cp;
+    size_t len = 0;
+    if (exo_utf8_decode((const uint8_t *)in + i, n - i, &cp, &len) == EXO_UTF8_OK && len) {
+      memcpy(out + o, in + i, len);
+      o += len;
+      i += len;
+    } else {
+      o += exo_utf8_encode(0xfffd, out + o);
+      i++;
+    }
+  }
+  out[o] = '\0';
+}
+
 json_t *exo_api_error_json(const struct exo_api_error *e)
 {
-  return json_pack("{s:{s:s, s:s, s:s?, s:s?}}", "error", "message", e->message, "type",
-                   e->type ? e->type : INVALID, "param", e->param[0] ? e->param : NULL, "code",
+  char msg[3 * sizeof e->message + 4], param[3 * sizeof e->param + 4];
+  utf8_clean(e->message, msg, sizeof msg);
+  utf8_clean(e->param, param, sizeof param);
+  return json_pack("{s:{s:s, s:s, s:s?, s:s?}}", "error", "message", msg, "type",
+                   e->type ? e->type : INVALID, "param", param[0] ? param : NULL, "code",
                    e->code);
 }
 
