@@ -335,26 +335,18 @@ static int disc_init(struct exo_actor *self, void *state, const struct exo_confi
   while (s->me.instance == 0)
     randombytes_buf(&s->me.instance, sizeof s->me.instance);
   s->me.memory_bytes = mem_available();
-  if (mem && parse_bytes(mem, &s->me.memory_bytes)) {
-    const struct exo_config_option *o = exo_config_option(opts, "memory");
-    exo_errf(err, errlen, "%s:%d:%d: actors.%s.options.memory: expected bytes like 8GiB or "
-             "1073741824, got '%s'", cfg->path, o->value_pos.line, o->value_pos.col, opts->name,
-             mem);
-    return -EINVAL;
-  }
+  if (mem && parse_bytes(mem, &s->me.memory_bytes))
+    return exo_config_option_fail(cfg, opts, "memory", err, errlen,
+                                  "expected bytes like 8GiB or 1073741824, got '%s'", mem);
   s->me.compute = measure_gflops();
   exo_model_id(cfg ? cfg->model : NULL, s->me.model_id, sizeof s->me.model_id);
   if (strcmp(bcast, "off") != 0) {
     memset(&s->bcast, 0, sizeof s->bcast);
     s->bcast.sin_family = AF_INET;
     s->bcast.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, bcast, &s->bcast.sin_addr) != 1) {
-      const struct exo_config_option *o = exo_config_option(opts, "broadcast");
-      exo_errf(err, errlen, "%s:%d:%d: actors.%s.options.broadcast: expected an IPv4 address "
-               "or 'off', got '%s'", cfg->path, o ? o->value_pos.line : 0,
-               o ? o->value_pos.col : 0, opts ? opts->name : "discovery", bcast);
-      return -EINVAL;
-    }
+    if (inet_pton(AF_INET, bcast, &s->bcast.sin_addr) != 1) /* only a configured one can */
+      return exo_config_option_fail(cfg, opts, "broadcast", err, errlen,
+                                    "expected an IPv4 address or 'off', got '%s'", bcast);
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     struct sockaddr_in any = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),

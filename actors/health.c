@@ -125,11 +125,10 @@ static int health_init(struct exo_actor *self, void *state, const struct exo_con
     if (rc)
       return rc;
   }
-  if (silence <= 2 * interval) {
-    exo_errf(err, errlen, "health: max_silence_ms (%" PRIu64 ") must exceed twice interval_ms "
-             "(%" PRIu64 "), or one late heartbeat reads as a failure", silence, interval);
-    return -EINVAL;
-  }
+  if (silence <= 2 * interval) /* the defaults satisfy it: only a configured pair can fail */
+    return exo_config_option_fail(cfg, opts, "max_silence_ms", err, errlen,
+                                  "%" PRIu64 " must exceed twice interval_ms (%" PRIu64 "), or "
+                                  "one late heartbeat reads as a failure", silence, interval);
   s->interval_ms = (uint32_t)interval;
   s->max_silence_ms = (uint32_t)silence;
   return exo_actor_timer_start(self, BEAT_TIMER, s->interval_ms / 2 ? s->interval_ms / 2 : 1,

@@ -623,23 +623,14 @@ static int part_init(struct exo_actor *self, void *state, const struct exo_confi
     if (rc)
       return rc;
   }
-  const struct exo_config_option *o = opts ? exo_config_option(opts, "strategy") : NULL;
-  if (exo_partition_strategy_parse(strategy, &s->strategy)) {
-    exo_errf(err, errlen, "%s:%d:%d: actors.%s.options.strategy: expected ring, even or manual, "
-             "got '%s'", cfg->path, o ? o->value_pos.line : 0, o ? o->value_pos.col : 0,
-             opts->name, strategy);
-    return -EINVAL;
-  }
-  o = opts ? exo_config_option(opts, "ranges") : NULL;
+  if (exo_partition_strategy_parse(strategy, &s->strategy)) /* the default parses */
+    return exo_config_option_fail(cfg, opts, "strategy", err, errlen,
+                                  "expected ring, even or manual, got '%s'", strategy);
   if ((s->strategy == EXO_PARTITION_MANUAL) != (ranges != NULL) ||
-      (ranges && parse_manual(ranges, s->manual, &s->n_manual))) {
-    exo_errf(err, errlen, "%s:%d:%d: actors.%s.options.ranges: expected NODE=A:B,... (e.g. "
-             "1=0:11,2=11:22) exactly when strategy is manual, got '%s'",
-             cfg ? cfg->path : "?", o ? o->value_pos.line : opts ? opts->pos.line : 0,
-             o ? o->value_pos.col : opts ? opts->pos.col : 0, opts ? opts->name : "partitioner",
-             ranges ? ranges : "(none)");
-    return -EINVAL;
-  }
+      (ranges && parse_manual(ranges, s->manual, &s->n_manual)))
+    return exo_config_option_fail(cfg, opts, "ranges", err, errlen,
+                                  "expected NODE=A:B,... (e.g. 1=0:11,2=11:22) exactly when "
+                                  "strategy is manual, got '%s'", ranges ? ranges : "(none)");
   s->min_nodes = (uint32_t)min_nodes;
   s->settle_ms = (uint32_t)settle;
   s->ready_timeout_ms = (uint32_t)ready_timeout;

@@ -296,13 +296,9 @@ static int shard_init(struct exo_actor *self, void *state, const struct exo_conf
     const char *wd = "f32";
     if ((rc = exo_config_option_str(cfg, opts, "wire_dtype", wd, &wd, err, errlen)))
       return rc;
-    if (strcmp(wd, "f32") && strcmp(wd, "f16")) {
-      const struct exo_config_option *o = exo_config_option(opts, "wire_dtype");
-      snprintf(err, errlen, "%s:%d:%d: actors.%s.options.wire_dtype: expected f32 or f16, "
-               "got '%s'", cfg->path, o ? o->value_pos.line : 0, o ? o->value_pos.col : 0,
-               opts->name, wd);
-      return -EINVAL;
-    }
+    if (strcmp(wd, "f32") && strcmp(wd, "f16"))
+      return exo_config_option_fail(cfg, opts, "wire_dtype", err, errlen,
+                                    "expected f32 or f16, got '%s'", wd);
     s->wire_f16 = !strcmp(wd, "f16");
     uint64_t batch = s->max_batch, chunk = s->prefill_chunk;
     if ((rc = exo_config_option_u64(cfg, opts, "batch", batch, 1, EXO_SHARD_MAX_REQS, &batch,

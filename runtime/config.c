@@ -824,6 +824,19 @@ int exo_config_option_u64(const struct exo_config *cfg, const struct exo_actor_c
   return 0;
 }
 
+int exo_config_option_fail(const struct exo_config *cfg, const struct exo_actor_config *actor,
+                           const char *key, char *err, size_t errlen, const char *fmt, ...)
+{
+  const struct exo_config_option *o = exo_config_option(actor, key);
+  char text[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(text, sizeof text, fmt, ap);
+  va_end(ap);
+  return fail_pos(cfg->path, o ? o->value_pos : actor->pos, err, errlen,
+                  "actors[%zu].options.%s: %s", actor_index(cfg, actor), key, text);
+}
+
 int exo_config_option_str(const struct exo_config *cfg, const struct exo_actor_config *actor,
                           const char *key, const char *def, const char **out, char *err,
                           size_t errlen)

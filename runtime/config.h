@@ -108,6 +108,12 @@ int exo_config_option_str(const struct exo_config *cfg, const struct exo_actor_c
                           size_t errlen);
 int exo_config_check_options(const struct exo_config *cfg, const struct exo_actor_config *actor,
                              const char *const *allowed, char *err, size_t errlen);
+/* For a kind's own checks of an option's value: err = "path:line:col: actors[i].options.key:
+ * " + the formatted text, positioned at the option's value (at the actor's entry when the
+ * option is absent). Returns -EINVAL. */
+int exo_config_option_fail(const struct exo_config *cfg, const struct exo_actor_config *actor,
+                           const char *key, char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 
 const char *exo_supervision_strategy_name(enum exo_supervision_strategy s);
 
