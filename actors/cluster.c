@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include "actors/cluster.h"
+#include "common/err.h"
+#include "runtime/actor.h"
 #include "runtime/node.h"
 #include "runtime/shared.h"
 
@@ -110,6 +112,35 @@ static uint64_t seen_of(struct exo_cluster *c, uint32_t id)
     if (atomic_load_explicit(&c->seen_id[i], memory_order_acquire) == id)
       return atomic_load_explicit(&c->seen_ns[i], memory_order_relaxed);
   return 0;
+}
+
+int exo_cluster_find_node(struct exo_cluster *c, uint32_t id, struct exo_cluster_node *out)
+{
+  int rc = -ENOENT;
+  exo_shared_read_lock();
+  const struct exo_topology *t = exo_rcu_cell_read(c->topo, NULL);
+  for (size_t i = 0; t && i < t->n; i++)
+    if (t->nodes[i].id == id) {
+      *out = t->nodes[i];
+      rc = 0;
+      break;
+    }
+  exo_shared_read_unlock();
+  if (rc == 0) {
+    uint64_t s = seen_of(c, id);
+    if (s > out->seen_ns)
+      out->seen_ns = s;
+  }
+  return rc;
+}
+
+struct exo_cluster *exo_cluster_of_actor(struct exo_actor *self, char *err, size_t errlen)
+{
+  struct exo_cluster *c = exo_cluster_of(exo_actor_node(self));
+  if (!c)
+    exo_errf(err, errlen, "%s: no cluster state (out of memory, or the node's context is "
+             "something else)", exo_actor_name(self));
+  return c;
 }
 
 size_t exo_cluster_copy_nodes(struct exo_cluster *c, struct exo_cluster_node *out, size_t max)

@@ -15,6 +15,7 @@
 
 struct exo_node;
 struct exo_config;
+struct exo_actor;
 
 #define EXO_CLUSTER_MAX_NODES 64u
 #define EXO_CLUSTER_ADDR_MAX 128u
@@ -62,12 +63,19 @@ struct exo_cluster;
  * when the node's context is something else, or when first called after the start. */
 struct exo_cluster *exo_cluster_of(struct exo_node *node);
 
+/* exo_cluster_of for an actor's init: NULL with err filled when the node has none. */
+struct exo_cluster *exo_cluster_of_actor(struct exo_actor *self, char *err, size_t errlen);
+
 /* ---- readers (any thread registered with exo_shared_thread_register; inside
  * exo_shared_read_lock .. unlock; pointers valid until unlock) ---- */
 const struct exo_topology *exo_cluster_topology(struct exo_cluster *c, uint64_t *version);
 const struct exo_live_map *exo_cluster_live_map(struct exo_cluster *c);
 /* Copies (no read section needed): 0, or -ENOENT before the first publish. */
 int exo_cluster_copy_live_map(struct exo_cluster *c, struct exo_live_map *out);
+/* Copies node id into *out (seen_ns from heartbeats included): 0, or -ENOENT. For paths
+ * that run per message (a heartbeat, an announcement), where copying the whole table
+ * would be most of their cost. */
+int exo_cluster_find_node(struct exo_cluster *c, uint32_t id, struct exo_cluster_node *out);
 /* Copies up to max nodes into out; returns the count (may exceed max). */
 size_t exo_cluster_copy_nodes(struct exo_cluster *c, struct exo_cluster_node *out, size_t max);
 

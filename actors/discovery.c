@@ -191,22 +191,17 @@ static void heard(struct disc_state *s, const void *buf, size_t len,
            "its announcements are ignored", a.node_id, a.address);
     return;
   }
-  struct exo_cluster_node known[EXO_CLUSTER_MAX_NODES];
-  size_t n = exo_cluster_copy_nodes(s->cluster, known, EXO_CLUSTER_MAX_NODES);
-  for (size_t i = 0; i < n && i < EXO_CLUSTER_MAX_NODES; i++) {
-    const struct exo_cluster_node *k = &known[i];
-    if (k->id != a.node_id || k->instance == a.instance)
-      continue;
-    /* Same id, other instance: a restart (same address) or a move (old one silent) is
-     * fine; two live instances at two addresses are twins. */
-    if (strcmp(k->addr, a.address) && now - k->seen_ns < TWIN_LIVE_NS &&
-        k->health == EXO_PEER_ALIVE) {
-      s->duplicates++;
-      if (report_once(s, a.instance))
-        DLOG(EXO_LOG_ERROR, "duplicate node id %" PRIu64 ": %s and %s both claim it; keeping %s",
-             a.node_id, k->addr, a.address, k->addr);
-      return;
-    }
+  /* Same id, other instance: a restart (same address) or a move (old one silent) is fine;
+   * two live instances at two addresses are twins. */
+  struct exo_cluster_node k;
+  if (exo_cluster_find_node(s->cluster, (uint32_t)a.node_id, &k) == 0 &&
+      k.instance != a.instance && strcmp(k.addr, a.address) && now - k.seen_ns < TWIN_LIVE_NS &&
+      k.health == EXO_PEER_ALIVE) {
+    s->duplicates++;
+    if (report_once(s, a.instance))
+      DLOG(EXO_LOG_ERROR, "duplicate node id %" PRIu64 ": %s and %s both claim it; keeping %s",
+           a.node_id, k.addr, a.address, k.addr);
+    return;
   }
   struct exo_cluster_node cn = {.id = (uint32_t)a.node_id, .mem_bytes = a.memory_bytes,
                                 .gflops = a.compute, .instance = a.instance, .seen_ns = now};
@@ -291,10 +286,8 @@ static int disc_init(struct exo_actor *self, void *state, const struct exo_confi
   s->self = self;
   s->fd = -1;
   struct exo_node *node = exo_actor_node(self);
-  if (!(s->cluster = exo_cluster_of(node))) {
-    exo_errf(err, errlen, "no cluster state (out of memory, or the node's context is taken)");
+  if (!(s->cluster = exo_cluster_of_actor(self, err, errlen)))
     return -ENOMEM;
-  }
   uint64_t port = 52415, interval = 200;
   const char *bcast = "255.255.255.255", *mem = NULL;
   if (cfg && opts) {

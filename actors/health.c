@@ -12,7 +12,6 @@
 #include "actors/cluster.h"
 #include "actors/control.h"
 #include "actors/failure_detector.h"
-#include "common/err.h"
 #include "runtime/log.h"
 #include "runtime/node.h"
 
@@ -108,10 +107,8 @@ static int health_init(struct exo_actor *self, void *state, const struct exo_con
 {
   struct health_state *s = state;
   s->self = self;
-  if (!(s->cluster = exo_cluster_of(exo_actor_node(self)))) {
-    exo_errf(err, errlen, "no cluster state (out of memory, or the node's context is taken)");
+  if (!(s->cluster = exo_cluster_of_actor(self, err, errlen)))
     return -ENOMEM;
-  }
   uint64_t interval = 100, silence = 450;
   if (cfg && opts) {
     static const char *const allowed[] = {"interval_ms", "max_silence_ms", NULL};
@@ -156,11 +153,9 @@ static int health_message(struct exo_actor *self, void *state, const struct exo_
   exo_failure_detector_heartbeat(&p->fd, now_us());
   exo_cluster_touch(s->cluster, from);
   /* a suspected node that speaks again is judged at once, not at the next tick */
-  struct exo_cluster_node nodes[EXO_CLUSTER_MAX_NODES];
-  size_t n = exo_cluster_copy_nodes(s->cluster, nodes, EXO_CLUSTER_MAX_NODES);
-  for (size_t i = 0; i < n && i < EXO_CLUSTER_MAX_NODES; i++)
-    if (nodes[i].id == from && nodes[i].health == EXO_PEER_SUSPECT)
-      judge(s, &nodes[i]);
+  struct exo_cluster_node n;
+  if (exo_cluster_find_node(s->cluster, from, &n) == 0 && n.health == EXO_PEER_SUSPECT)
+    judge(s, &n);
   return 0;
 }
 

@@ -19,7 +19,6 @@
 #include "actors/cluster.h"
 #include "actors/control.h"
 #include "actors/gen_request.h"
-#include "common/err.h"
 #include "runtime/log.h"
 #include "runtime/node.h"
 
@@ -371,10 +370,8 @@ static int origin_init(struct exo_actor *self, void *state, const struct exo_con
   struct origin_state *s = state;
   s->self = self;
   s->next_wire = 1;
-  if (!(s->cluster = exo_cluster_of(exo_actor_node(self)))) {
-    exo_errf(err, errlen, "no cluster state (out of memory, or the node's context is taken)");
+  if (!(s->cluster = exo_cluster_of_actor(self, err, errlen)))
     return -ENOMEM;
-  }
   uint64_t max_requests = 256, step = 5000, wait = 30000, attempts = 8;
   if (cfg && opts) {
     static const char *const allowed[] = {"max_requests", "step_timeout_ms", "map_wait_ms",

@@ -597,10 +597,8 @@ static int part_init(struct exo_actor *self, void *state, const struct exo_confi
 {
   struct part_state *s = state;
   s->self = self;
-  if (!(s->cluster = exo_cluster_of(exo_actor_node(self)))) {
-    exo_errf(err, errlen, "no cluster state (out of memory, or the node's context is taken)");
+  if (!(s->cluster = exo_cluster_of_actor(self, err, errlen)))
     return -ENOMEM;
-  }
   uint64_t min_nodes = 1, settle = 300, ready_timeout = 30000;
   const char *strategy = "ring", *ranges = NULL;
   int rc = 0;
