@@ -12,32 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/bench_common.h"
 #include "actors/client.h"
 #include "actors/local_cluster.h"
-#include "tensor/model_writer.h"
-
-static double now_s(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double median(double *v, size_t n)
-{
-  qsort(v, n, sizeof *v, cmp_d);
-  return n ? v[n / 2] : 0;
-}
 
 /* ---- raw nanomsg tcp ping-pong -------------------------------------------------- */
 
@@ -79,16 +59,16 @@ static double raw_tcp_one_way_us(size_t size, int n)
   char *msg = calloc(1, size);
   double *rt = calloc((size_t)n, sizeof *rt);
   for (int i = 0; i < n + 20; i++) {
-    double t0 = now_s();
+    double t0 = exo_bench_now();
     void *buf = NULL;
     if (nn_send(a, msg, size, 0) < 0 || nn_recv(a, &buf, NN_MSG, 0) < 0)
       break;
     nn_freemsg(buf);
     if (i >= 20) /* warm-up: connection set-up, first allocations */
-      rt[i - 20] = (now_s() - t0) * 1e6;
+      rt[i - 20] = (exo_bench_now() - t0) * 1e6;
   }
   pthread_join(th, NULL);
-  double med = median(rt, (size_t)n) / 2;
+  double med = exo_bench_median(rt, (size_t)n) / 2;
   free(rt);
   free(msg);
   nn_close(a);
@@ -116,10 +96,10 @@ static int cluster_run(const char *exe, const char *model, int k, const char *ra
   if (!rc)
     rc = exo_client_new(NULL, &cl, err, errlen);
   uint32_t n1 = 0;
-  for (double t0 = now_s(); !rc;) {
+  for (double t0 = exo_bench_now(); !rc;) {
     if (exo_client_connect(cl, exo_local_cluster_addr(c, 0), 100, &n1, err, errlen) == 0)
       break;
-    if ((rc = exo_local_cluster_check(c, err, errlen)) || now_s() - t0 > 30)
+    if ((rc = exo_local_cluster_check(c, err, errlen)) || exo_bench_now() - t0 > 30)
       rc = rc ? rc : -ETIMEDOUT;
   }
   int32_t prompt[8] = {1, 45, 49, 31, 26, 93, 292, 72}; /* inside every vocabulary here */
@@ -143,9 +123,9 @@ static int cluster_run(const char *exe, const char *model, int k, const char *ra
       hp[i] = (st[i] - compute) / (e->n_stages ? e->n_stages : 1);
     }
     out->n_stages = n ? (int)res.events[2].n_stages : 0;
-    out->step_us = median(st, n);
-    out->compute_us = median(cp, n);
-    out->hop_us = median(hp, n);
+    out->step_us = exo_bench_median(st, n);
+    out->compute_us = exo_bench_median(cp, n);
+    out->hop_us = exo_bench_median(hp, n);
     out->n_ids = res.n_ids;
     free(st);
     free(cp);
@@ -159,7 +139,7 @@ static int cluster_run(const char *exe, const char *model, int k, const char *ra
 
 int main(int argc, char **argv)
 {
-  const char *dir = "/tmp/exo-bench-tinyllama-f32";
+  const char *dir = EXO_BENCH_TINYLLAMA_DIR;
   int steps = 10;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--dir") && i + 1 < argc)
@@ -181,20 +161,9 @@ int main(int argc, char **argv)
   if (!slash)
     return 1;
   snprintf(slash, sizeof exe - (size_t)(slash - exe), "/../actors/exo-actors");
-  char st_path[PATH_MAX + 32];
-  snprintf(st_path, sizeof st_path, "%s/model.safetensors", dir);
-  struct stat sb;
-  if (stat(st_path, &sb)) {
-    struct exo_model_spec spec = {.arch = EXO_MODEL_ARCH_LLAMA, .vocab_size = 32000,
-                                  .hidden_size = 2048, .intermediate_size = 5632, .n_layers = 22,
-                                  .n_heads = 32, .n_kv_heads = 4, .dtype = EXO_DTYPE_F32,
-                                  .seed = 1, .max_position_embeddings = 2048};
-    printf("writing TinyLlama-shaped f32 model to %s ...\n", dir);
-    fflush(stdout);
-    if (exo_model_write_random(dir, &spec, NULL, err, sizeof err)) {
-      fprintf(stderr, "write: %s\n", err);
-      return 1;
-    }
+  if (exo_bench_tinyllama(dir, err, sizeof err)) {
+    fprintf(stderr, "write: %s\n", err);
+    return 1;
   }
   /* One BLAS thread in every node: idle OpenBLAS workers spin, and three processes' spinning
    * workers on two cores would tax whichever node computes (measured: 2.4x slower steps). */

@@ -10,105 +10,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
+#include "bench/bench_common.h"
 #include "tensor/dtype.h"
 #include "tensor/forward.h"
 #include "tensor/matmul.h"
 #include "tensor/model.h"
-#include "tensor/model_writer.h"
 #include "tensor/quant.h"
-
-static double now(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-  const double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-  qsort(v, (size_t)n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* ---- read bandwidth (1 thread, 4 chains of 64-byte loads) ----------------------- */
 
-typedef float exo_v16 __attribute__((vector_size(64)));
-
-__attribute__((target("avx512f"))) static float bw_read(const float *p, size_t n)
-{
-  exo_v16 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
-  const exo_v16 *v = (const exo_v16 *)p;
-  for (size_t i = 0; i < n / 16; i += 4) {
-    s0 += v[i];
-    s1 += v[i + 1];
-    s2 += v[i + 2];
-    s3 += v[i + 3];
-  }
-  exo_v16 s = s0 + s1 + s2 + s3;
-  return s[0] + s[5] + s[15];
-}
-
-static double bandwidth_gbs(const float *buf, size_t n)
-{
-  double best = 0;
-  volatile float sink = 0;
-  for (int r = 0; r < 3; r++) {
-    double t0 = now();
-    sink += bw_read(buf, n);
-    double g = (double)n * 4 / (now() - t0) / 1e9;
-    if (g > best)
-      best = g;
-  }
-  (void)sink;
-  return best;
-}
-
 /* ---- the model in another format ------------------------------------------------ */
-
-static struct exo_weight *slot(struct exo_model *m, int l, int k)
-{
-  struct exo_layer_weights *w = &m->layers[l];
-  struct exo_weight *s[7] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
-  return s[k];
-}
-
-/* A copy of matrix w (f32) in dt, in new memory (or w's own data for F32). */
-static int convert(struct exo_weight *w, enum exo_dtype dt, void **owned)
-{
-  *owned = NULL;
-  const size_t rb = exo_dtype_row_bytes(dt, w->cols);
-  unsigned char *p = aligned_alloc(64, (rb * (size_t)w->rows + 63) & ~(size_t)63);
-  if (!p)
-    return -1;
-  const float *src = w->data;
-  for (int64_t r = 0; r < w->rows; r++) {
-    const float *s = src + (size_t)r * w->cols;
-    unsigned char *d = p + (size_t)r * rb;
-    if (dt == EXO_DTYPE_F32) /* a copy too: every format reads the same kind of memory */
-      memcpy(d, s, rb);
-    else if (dt == EXO_DTYPE_BF16)
-      exo_f32_to_bf16_n(s, (uint16_t *)d, (size_t)w->cols);
-    else if (dt == EXO_DTYPE_F16)
-      exo_f16_pack(s, (uint16_t *)d, (size_t)w->cols);
-    else if (dt == EXO_DTYPE_Q8_0)
-      exo_q8_0_quantize(s, d, w->cols);
-    else
-      exo_q4_0_quantize(s, d, w->cols);
-  }
-  w->data = p;
-  w->dtype = dt;
-  *owned = p;
-  return 0;
-}
 
 static double token_bytes(const struct exo_model *m)
 {
@@ -116,7 +29,7 @@ static double token_bytes(const struct exo_model *m)
   const int L = m->layer_end - m->layer_begin;
   for (int l = 0; l < L; l++)
     for (int k = 0; k < 7; k++) {
-      const struct exo_weight *w = slot((struct exo_model *)m, l, k);
+      const struct exo_weight *w = exo_bench_slot((struct exo_model *)m, l, k);
       b += (double)exo_dtype_row_bytes(w->dtype, w->cols) * w->rows;
     }
   b += (double)exo_dtype_row_bytes(m->lm_head.dtype, m->lm_head.cols) * m->lm_head.rows;
@@ -146,20 +59,20 @@ static double decode_tps(const struct exo_model *m, int steps)
   for (int i = 0; i < steps; i++) {
     seq = (struct exo_forward_seq){.kv = kv, .n_tokens = 1, .start_pos = 8 + i};
     b.tokens = tok + 8 + i;
-    double t0 = now();
+    double t0 = exo_bench_now();
     if (exo_forward(m, &b, logits, s, err, sizeof err))
       exit(1);
-    t[i] = now() - t0;
+    t[i] = exo_bench_now() - t0;
   }
   exo_forward_scratch_free(s);
   exo_kv_cache_free(kv);
   free(logits);
-  return 1.0 / median(t, steps);
+  return 1.0 / exo_bench_median(t, steps);
 }
 
 int main(int argc, char **argv)
 {
-  const char *dir = "/tmp/exo-bench-tinyllama-f32";
+  const char *dir = EXO_BENCH_TINYLLAMA_DIR;
   int steps = 10, rounds = 3;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--dir") && i + 1 < argc)
@@ -176,20 +89,10 @@ int main(int argc, char **argv)
     return 2;
   }
   openblas_set_num_threads(1);
-  char path[4200], err[512];
-  struct stat sb;
-  snprintf(path, sizeof path, "%s/model.safetensors", dir);
-  if (stat(path, &sb)) {
-    struct exo_model_spec spec = {.arch = EXO_MODEL_ARCH_LLAMA, .vocab_size = 32000,
-                                  .hidden_size = 2048, .intermediate_size = 5632, .n_layers = 22,
-                                  .n_heads = 32, .n_kv_heads = 4, .dtype = EXO_DTYPE_F32,
-                                  .seed = 1, .max_position_embeddings = 2048};
-    printf("writing TinyLlama-shaped f32 model to %s ...\n", dir);
-    fflush(stdout);
-    if (exo_model_write_random(dir, &spec, NULL, err, sizeof err)) {
-      fprintf(stderr, "write: %s\n", err);
-      return 1;
-    }
+  char err[512];
+  if (exo_bench_tinyllama(dir, err, sizeof err)) {
+    fprintf(stderr, "write: %s\n", err);
+    return 1;
   }
   struct exo_model *m = NULL;
   if (exo_model_load(dir, 0, -1, &m, err, sizeof err)) {
@@ -220,23 +123,23 @@ int main(int argc, char **argv)
       return 1;
     memcpy(layers, m->layers, (size_t)L * sizeof *layers);
     v.layers = layers;
-    double t0 = now();
+    double t0 = exo_bench_now();
     for (int l = 0; l < L; l++)
       for (int k = 0; k < 7; k++)
-        if (convert(slot(&v, l, k), fmts[f], &owned[7 * l + k]))
+        if (exo_bench_convert(exo_bench_slot(&v, l, k), fmts[f], &owned[7 * l + k]))
           return 1;
-    if (convert(&v.lm_head, fmts[f], &owned[7 * L]))
+    if (exo_bench_convert(&v.lm_head, fmts[f], &owned[7 * L]))
       return 1;
-    const double t_conv = now() - t0;
+    const double t_conv = exo_bench_now() - t0;
     bytes[f] = token_bytes(&v);
     decode_tps(&v, 2); /* warm-up: fault the pages in */
     double r_tps[9], r_bw[9];
     for (int r = 0; r < rounds; r++) {
-      r_bw[r] = bandwidth_gbs(buf, bw_n);
+      r_bw[r] = exo_bench_read_gbs(buf, bw_n);
       r_tps[r] = decode_tps(&v, steps);
     }
-    tps[f] = median(r_tps, rounds);
-    gbs[f] = median(r_bw, rounds);
+    tps[f] = exo_bench_median(r_tps, rounds);
+    gbs[f] = exo_bench_median(r_bw, rounds);
     roof[f] = gbs[f] * 1e9 / bytes[f];
     fprintf(stderr, "  %s: converted in %.1f s\n", exo_dtype_name(fmts[f]), t_conv);
     for (int i = 0; i <= 7 * L; i++)

@@ -12,14 +12,13 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/bench_common.h"
 #include "tensor/forward.h"
 #include "tensor/model.h"
-#include "tensor/model_writer.h"
 
 static double now(void)
 {
@@ -268,7 +267,7 @@ static long peak_rss_kib_of_range(const char *dir, int a, int b)
 
 int main(int argc, char **argv)
 {
-  const char *dir = "/tmp/exo-bench-tinyllama-f32";
+  const char *dir = EXO_BENCH_TINYLLAMA_DIR;
   int decode_steps = 8, prompt_len = 128, rounds = 3, with_anon = 0;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--dir") && i + 1 < argc)
@@ -288,23 +287,10 @@ int main(int argc, char **argv)
                     "pages (+4 GB of memory)\n");
     return 2;
   }
-  char cfgpath[4200];
-  snprintf(cfgpath, sizeof cfgpath, "%s/model.safetensors", dir);
-  struct stat sb;
   char err[512];
-  if (stat(cfgpath, &sb)) {
-    struct exo_model_spec spec = {.arch = EXO_MODEL_ARCH_LLAMA, .vocab_size = 32000,
-                                  .hidden_size = 2048, .intermediate_size = 5632, .n_layers = 22,
-                                  .n_heads = 32, .n_kv_heads = 4, .dtype = EXO_DTYPE_F32,
-                                  .seed = 1, .max_position_embeddings = 2048};
-    printf("writing TinyLlama-shaped f32 model to %s ...\n", dir);
-    fflush(stdout);
-    double t0 = now();
-    if (exo_model_write_random(dir, &spec, NULL, err, sizeof err)) {
-      fprintf(stderr, "write: %s\n", err);
-      return 1;
-    }
-    printf("  written in %.1f s\n", now() - t0);
+  if (exo_bench_tinyllama(dir, err, sizeof err)) {
+    fprintf(stderr, "write: %s\n", err);
+    return 1;
   }
 
   /* Peak RSS of a half-model process, before this process maps anything itself. */

@@ -328,10 +328,12 @@ size_t exo_node_stats_prometheus(const struct exo_node_stats *st, char *buf, siz
        offsetof(struct exo_node_stats, frames_misrouted)},
   };
   size_t n = 0;
+  char none[1]; /* where the text goes once buf is full (or absent): only lengths count */
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
     uint64_t v;
     memcpy(&v, (const char *)st + rows[i].off, sizeof v);
-    int w = snprintf(buf ? buf + (n < cap ? n : cap) : NULL, n < cap ? cap - n : 0,
+    bool room = buf && n < cap;
+    int w = snprintf(room ? buf + n : none, room ? cap - n : sizeof none,
                      "# HELP exo_node_frames_%s_total %s\n# TYPE exo_node_frames_%s_total counter\n"
                      "exo_node_frames_%s_total %" PRIu64 "\n",
                      rows[i].name, rows[i].help, rows[i].name, rows[i].name, v);
