@@ -85,8 +85,10 @@ static int write_config(const struct exo_local_cluster *c, int i,
             o->udp_port);
   else
     fprintf(f, "    options: {broadcast: \"off\", interval_ms: 100}\n");
-  fprintf(f, "  - name: health\n    kind: health\n    loop: 0\n"
-             "  - name: partitioner\n    kind: partitioner\n    loop: 0\n"
+  fprintf(f, "  - name: health\n    kind: health\n    loop: 0\n");
+  if (o->health_options)
+    fprintf(f, "    options: {%s}\n", o->health_options);
+  fprintf(f, "  - name: partitioner\n    kind: partitioner\n    loop: 0\n"
              "    options: {min_nodes: %d, settle_ms: %d, strategy: %s",
           o->min_nodes ? o->min_nodes : c->n, o->settle_ms,
           o->ranges ? "manual" : o->strategy ? o->strategy : "even");

@@ -41,6 +41,8 @@ struct exo_local_cluster_opts {
   const char *origin_options; /* the origin actor's options, a flow mapping's body
                                  ("step_timeout_ms: 1000"); NULL: defaults */
   const char *partitioner_options; /* appended to the partitioner's options (NULL: none) */
+  const char *health_options; /* the health actor's options ("max_silence_ms: 2000"); NULL:
+                                 defaults */
 };
 
 /* Picks a free tcp port on 127.0.0.1 (bind to port 0, read it back, close). */

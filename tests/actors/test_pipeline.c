@@ -146,7 +146,13 @@ static int start_cluster_wire(const char *model, int n, const char *wire_dtype)
   }
   struct exo_local_cluster_opts o = {.exe = exe, .n_nodes = n, .first_id = FIRST_ID,
                                      .model = model, .strategy = "even",
-                                     .wire_dtype = wire_dtype};
+                                     .wire_dtype = wire_dtype, .log_level = "info",
+                                     /* this test proves partitions, not failure detection
+                                      * (tests/actors/test_cluster.c and tests/fault do):
+                                      * under sanitizers on a loaded CI host a node can be
+                                      * starved past the default 350-450 ms, and the map change
+                                      * that follows re-issues a request */
+                                     .health_options = "interval_ms: 400, max_silence_ms: 3000"};
   if (exo_local_cluster_start(&o, &cluster, err, sizeof err)) {
     fprintf(stderr, "cluster: %s\n", err);
     return -1;
@@ -188,6 +194,23 @@ static int generate(int via, const struct fixture *f, const struct exo_sample_pa
 
 static int n_partitions_checked;
 
+/* Why a request was re-issued: the nodes' lines about suspicion, maps and re-issues. */
+static void print_node_logs(int n)
+{
+  for (int i = 0; i < n; i++) {
+    char path[PATH_MAX], line[512];
+    snprintf(path, sizeof path, "%s/node%u.log", exo_local_cluster_dir(cluster), node_ids[i]);
+    FILE *f = fopen(path, "r");
+    if (!f)
+      continue;
+    while (fgets(line, sizeof line, f))
+      if (strstr(line, "suspect") || strstr(line, "re-issu") || strstr(line, "re-propos") ||
+          strstr(line, "answers again") || strstr(line, "no READY"))
+        fprintf(stderr, "node%u.log: %s", node_ids[i], line);
+    fclose(f);
+  }
+}
+
 /* Every composition of L layers into k positive parts. */
 static void check_compositions(const struct fixture *f, const int32_t *local, int k, int *parts,
                                int idx, int left)
@@ -222,6 +245,8 @@ static void check_compositions(const struct fixture *f, const int32_t *local, in
     if (!rc && res.n_ids) {
       CHECK_INT_EQ(res.events[res.n_ids - 1].n_stages, k);
       CHECK_INT_EQ(res.attempts, 1);
+      if (res.attempts != 1)
+        print_node_logs(k);
     }
     exo_client_result_fini(&res);
     n_partitions_checked++;
