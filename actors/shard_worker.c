@@ -765,7 +765,7 @@ static int emit(struct exo_actor *self, struct shard_state *s, struct shard_req 
 
 /* ---- continuous batching ------------------------------------------------------------
  * Steps wait in s->pend until the flush timer (0 ms: it runs once the loop has handled
- * every message already queued). A flush runs the single-row steps of up to max_batch
+ * every message already queued), or run at once when the mailbox holds nothing more. A flush runs the single-row steps of up to max_batch
  * distinct requests as one forward (one pass over each weight matrix), then one prefill
  * chunk of at most prefill_chunk rows as a forward of its own, so a long prompt never
  * holds every stream for its whole length. Each request's rows are computed the same way
@@ -825,6 +825,9 @@ static int enqueue(struct exo_actor *self, struct shard_state *s, struct shard_r
   *st = (struct pending_step){.r = r, .n = n, .pos = pos, .tokens = tokens, .hidden = hidden,
                               .n_stages = n_stages};
   memcpy(st->stages, stages, n_stages * sizeof *stages);
+  /* nothing else for us has arrived: no batch to wait for, so no loop turn to wait */
+  if (!s->flush_armed && exo_actor_queued(self) == 0)
+    return flush(self, s);
   if (!s->flush_armed && exo_actor_timer_start(self, FLUSH_TIMER, 0, false) == 0)
     s->flush_armed = true;
   return 0;

@@ -53,6 +53,11 @@ bool exo_actor_running(const struct exo_actor *a)
   return atomic_load(&((struct exo_actor *)a)->status) == EXO_ACTOR_RUNNING;
 }
 
+uint32_t exo_actor_queued(const struct exo_actor *a)
+{
+  return atomic_load_explicit(&((struct exo_actor *)a)->queued, memory_order_relaxed);
+}
+
 int exo_addr_parse(const char *s, uint32_t local_node, struct exo_addr *out)
 {
   if (!s || !*s)

@@ -58,6 +58,10 @@ struct exo_node *exo_actor_node(struct exo_actor *a);
 struct exo_loop *exo_actor_loop(struct exo_actor *a);
 uint64_t exo_actor_restarts(const struct exo_actor *a); /* times restarted so far */
 bool exo_actor_running(const struct exo_actor *a);
+/* Messages waiting in a's mailbox, not counting the one being handled: 0 in a handler
+ * means nothing else for a has arrived yet (an actor that batches can run now instead of
+ * waiting a loop turn for more). */
+uint32_t exo_actor_queued(const struct exo_actor *a);
 
 /* Parses "NODE/NAME" (NODE a decimal node id) or "NAME" (this node: pass its id as
  * local_node) into an address. Returns 0 or -EINVAL. */
