@@ -15,12 +15,16 @@
  *  2. A request detached from its connection (client EOF) is ours to free; one still
  *     attached is evhttp's (evhttp_request_get_connection tells them apart).
  *  3. At most max_connections connections are tracked; a request on a connection past
- *     the limit is answered 503 and the connection closed. */
+ *     the limit is answered 503 and the connection closed.
+ *  4. A stream's 200 is sent at the origin's first event (its ACK: queued or admitted),
+ *     not at SUBMIT, so a request the origin refuses past its queue is answered 429 with
+ *     Retry-After (the origin's estimate), never a 200 followed by an error chunk. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include <event2/buffer.h>
@@ -33,6 +37,7 @@
 #include "actors/cluster.h"
 #include "actors/default_model.h"
 #include "actors/gen_request.h"
+#include "actors/origin_table.h"
 #include "common/err.h"
 #include "runtime/loop.h"
 #include "runtime/metrics.h"
@@ -61,6 +66,7 @@ struct api_req {
   bool stream, include_usage, logprobs;
   uint32_t top_logprobs;
   bool http_done;  /* the HTTP side finished (answered, or client gone) */
+  bool started;    /* stream: the 200 and its headers went out (invariant 4) */
   bool cancelled;  /* CANCEL sent */
   char id_str[48];
   int64_t created;
@@ -113,6 +119,7 @@ struct api_state {
   struct exo_histogram *h_ttft, *h_itl, *h_req, *h_step, *h_to_origin;
   uint64_t tokens_window[2]; /* tokens/s: count in the current and previous second */
   uint64_t window_s;
+  struct exo_rate_window done; /* recent request ends: Retry-After when slots are full */
 };
 
 static uint64_t now_ns(void)
@@ -372,20 +379,52 @@ static void req_finish_http(struct api_req *r)
   req_http_done(r);
 }
 
-static void req_fail_http(struct api_req *r, int status, const char *msg)
+/* retry_s > 0: the origin refused it past its queue (429 with Retry-After). */
+static void req_fail_http_ex(struct api_req *r, int status, const char *msg, uint32_t retry_s)
 {
   if (r->http_done)
     return;
   struct exo_api_error e;
-  exo_api_fail(&e, status, "server_error", NULL, NULL, "%s", msg);
-  if (r->stream) {
+  if (retry_s)
+    exo_api_fail(&e, status, "rate_limit_error", NULL, "too_many_requests", "%s", msg);
+  else
+    exo_api_fail(&e, status, "server_error", NULL, NULL, "%s", msg);
+  if (r->stream && r->started) {
     sse_send(r, exo_api_error_json(&e));
     evhttp_send_reply_end(r->req);
     count_status(r->s, status);
   } else {
+    if (retry_s) {
+      char v[16];
+      snprintf(v, sizeof v, "%u", retry_s);
+      evhttp_add_header(evhttp_request_get_output_headers(r->req), "Retry-After", v);
+    }
     reply_error(r->s, r->req, &e);
   }
   req_http_done(r);
+}
+
+static void req_fail_http(struct api_req *r, int status, const char *msg)
+{
+  req_fail_http_ex(r, status, msg, 0);
+}
+
+/* Invariant 4: the stream's status line and first chunk go out at the origin's first
+ * event. */
+static void stream_start(struct api_req *r)
+{
+  struct api_state *s = r->s;
+  r->started = true;
+  add_common_headers(s, r->req, "text/event-stream");
+  evhttp_add_header(evhttp_request_get_output_headers(r->req), "Cache-Control", "no-cache");
+  count_status(s, 200);
+  evhttp_send_reply_start(r->req, 200, "OK");
+  if (r->ep == EXO_API_CHAT) {
+    struct exo_api_reply rep;
+    reply_base(r, &rep);
+    rep.text = "";
+    sse_send(r, exo_api_chunk_json(&rep, true, r->include_usage));
+  }
 }
 
 static json_t *token_logprobs(struct api_req *r, const struct exo_req_event *ev, size_t offset,
@@ -470,7 +509,12 @@ static void on_token(struct api_req *r, const struct exo_req_event *ev)
 
 static void on_final(struct api_req *r, const struct exo_req_event *ev)
 {
-  if (ev->finish == EXO_REQ_FINISH_ERROR) {
+  exo_rate_window_note(&r->s->done, now_ns());
+  if (ev->finish == EXO_REQ_FINISH_ERROR && ev->token == -EBUSY) {
+    uint64_t retry = ev->step_ns / 1000000000ull;
+    req_fail_http_ex(r, 429, ev->msg[0] ? ev->msg : "this node is at its request limit",
+                     retry < 1 ? 1 : retry > 3600 ? 3600 : (uint32_t)retry);
+  } else if (ev->finish == EXO_REQ_FINISH_ERROR) {
     char msg[320];
     snprintf(msg, sizeof msg, "generation failed: %s", ev->msg[0] ? ev->msg : "unknown error");
     req_fail_http(r, 503, msg);
@@ -512,6 +556,10 @@ static void on_event(struct api_state *s, const struct exo_msg *msg)
   }
   if (ev.prompt_tokens)
     r->prompt_tokens = ev.prompt_tokens;
+  if (r->stream && !r->started && !r->http_done &&
+      !((ev.flags & EXO_REQ_EV_FINAL) && ev.finish == EXO_REQ_FINISH_ERROR &&
+        ev.token == -EBUSY))
+    stream_start(r);
   if (ev.flags & EXO_REQ_EV_TOKEN)
     on_token(r, &ev);
   if (ev.flags & EXO_REQ_EV_FINAL)
@@ -617,8 +665,14 @@ static void handle_generate(struct api_state *s, struct evhttp_request *req,
   for (slot = 0; slot < s->max_conns && s->slots[slot]; slot++)
     ;
   if (slot == s->max_conns) {
+    /* a slot frees when any request ends: expect one within the recent mean gap */
+    uint32_t retry = exo_rate_window_retry_s(&s->done, 1, 1, now_ns());
+    char v[16];
+    snprintf(v, sizeof v, "%u", retry);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", v);
     exo_api_fail(&e, 429, "rate_limit_error", NULL, "too_many_requests",
-                 "This node is serving its maximum of %u requests; retry later.", s->max_conns);
+                 "This node is serving its maximum of %u requests; retry in %u s.",
+                 s->max_conns, retry);
     goto fail;
   }
   if (!(r = calloc(1, sizeof *r)) ||
@@ -680,19 +734,7 @@ static void handle_generate(struct api_state *s, struct evhttp_request *req,
   exo_counter_add(s->c_prompt, n_ids);
   if (conn)
     conn->active = r;
-  if (r->stream) {
-    add_common_headers(s, req, "text/event-stream");
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-cache");
-    count_status(s, 200);
-    evhttp_send_reply_start(req, 200, "OK");
-    if (ep == EXO_API_CHAT) {
-      struct exo_api_reply rep;
-      reply_base(r, &rep);
-      rep.text = "";
-      sse_send(r, exo_api_chunk_json(&rep, true, r->include_usage));
-    }
-  }
-  free(ids);
+  free(ids); /* a stream starts at the origin's first event (invariant 4) */
   exo_api_request_fini(&q);
   return;
 fail:
@@ -1194,6 +1236,14 @@ static int init_inner(struct exo_actor *self, void *state, const struct exo_conf
   s->port = (uint16_t)port;
   snprintf(s->cors, sizeof s->cors, "%s", cors ? cors : "");
   s->max_conns = (uint32_t)v[0];
+  /* every connection is a descriptor: raise the soft limit to the hard one when the
+   * configured connections (plus the node's own sockets and files) would not fit */
+  struct rlimit nofile;
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
+      nofile.rlim_cur < (rlim_t)s->max_conns + 128 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    (void)setrlimit(RLIMIT_NOFILE, &nofile);
+  }
   s->max_body = (uint32_t)v[1];
   s->max_headers = (uint32_t)v[2];
   s->keepalive_ms = (uint32_t)v[3];
@@ -1259,7 +1309,7 @@ static int api_timer(struct exo_actor *self, void *state, uint32_t id)
   uint64_t t = now_ns(), gap = (uint64_t)s->keepalive_ms * 1000000ull;
   for (uint32_t i = 0; i < s->max_conns; i++) {
     struct api_req *r = s->slots[i];
-    if (!r || !r->stream || r->http_done || t - r->last_write_ns < gap)
+    if (!r || !r->stream || !r->started || r->http_done || t - r->last_write_ns < gap)
       continue;
     struct evbuffer *b = evbuffer_new();
     if (!b)

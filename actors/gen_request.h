@@ -8,7 +8,10 @@
  *   origin --EVENT(request_id = client's id)--> client   (one per token; the last FINAL)
  *   client --CANCEL(request_id)--> origin                 (answered by a FINAL EVENT)
  * A client id is unique per client address (node, actor); the origin keys requests by
- * (client address, client id). Every SUBMIT ends in exactly one FINAL event. */
+ * (client address, client id). Every SUBMIT ends in exactly one FINAL event.
+ * Admission (actors/origin.c): an accepted SUBMIT is first answered by an EVENT with no
+ * flags (ACK: queued or admitted); one refused past the origin's queue by a FINAL with
+ * token -EBUSY whose step_ns is the origin's suggested retry delay (whole seconds). */
 #ifndef EXO_ACTORS_GEN_REQUEST_H
 #define EXO_ACTORS_GEN_REQUEST_H
 

@@ -100,14 +100,17 @@ static int write_config(const struct exo_local_cluster *c, int i,
   if (o->origin_options)
     fprintf(f, "    options: {%s}\n", o->origin_options);
   if (c->api_port[i])
-    fprintf(f, "  - {name: api, kind: api, loop: 0, options: {port: %d}}\n", c->api_port[i]);
+    fprintf(f, "  - {name: api, kind: api, loop: 0, options: {port: %d%s%s}}\n", c->api_port[i],
+            o->api_options ? ", " : "", o->api_options ? o->api_options : "");
   fprintf(f, "  - name: shard\n    kind: shard-worker\n    loop: %d\n", o->shard_on_loop0 ? 0 : 1);
-  if (o->wire_dtype || o->prefill_chunk || o->batch) {
+  if (o->wire_dtype || o->prefill_chunk || o->batch || o->shard_options) {
     fprintf(f, "    options: {wire_dtype: %s", o->wire_dtype ? o->wire_dtype : "f32");
     if (o->prefill_chunk)
       fprintf(f, ", prefill_chunk: %d", o->prefill_chunk);
     if (o->batch)
       fprintf(f, ", batch: %d", o->batch);
+    if (o->shard_options)
+      fprintf(f, ", %s", o->shard_options);
     fprintf(f, "}\n");
   }
   if (fclose(f)) {

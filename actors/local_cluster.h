@@ -43,6 +43,8 @@ struct exo_local_cluster_opts {
   const char *partitioner_options; /* appended to the partitioner's options (NULL: none) */
   const char *health_options; /* the health actor's options ("max_silence_ms: 2000"); NULL:
                                  defaults */
+  const char *api_options;   /* appended to the api actor's options ("max_connections: 300") */
+  const char *shard_options; /* appended to the shard-worker's options ("kv_budget_kb: 200") */
 };
 
 /* Picks a free tcp port on 127.0.0.1 (bind to port 0, read it back, close). */
