@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "actors/default_model.h"
 #include "actors/shard_worker.h"
@@ -137,6 +138,7 @@ struct shard_req {
   uint64_t active_ns; /* last step queued or run: the idle sweep frees silent ones */
   size_t n_prompt, n_hist, cap;
   int32_t *hist; /* last stage only: prompt + generated */
+  uint64_t kv_bytes; /* reserved from kv_budget: the cache never grows past it */
 };
 
 /* One request's step waiting at this shard: n rows at pos, off of them done. */
@@ -196,6 +198,7 @@ struct shard_state {
   struct exo_addr ready_to;  /* the MAP's sender */
   uint32_t ready_waited_ms;
   struct shard_req reqs[EXO_SHARD_MAX_REQS];
+  uint64_t kv_budget, kv_used; /* bytes: option kv_budget_kb; reserved by live caches */
 };
 
 #define READY_TIMER 1
@@ -222,6 +225,7 @@ static void req_free(struct shard_state *s, struct shard_req *r)
       s->pend[i].done = true;
     }
   exo_kv_cache_free(r->kv);
+  s->kv_used -= r->used ? r->kv_bytes : 0;
   free(r->hist);
   memset(r, 0, sizeof *r);
 }
@@ -234,8 +238,10 @@ static struct shard_req *req_find(struct shard_state *s, uint64_t id)
   return NULL;
 }
 
-/* Finds or creates the request (with an empty KV cache). NULL when full or OOM. */
-static struct shard_req *req_get(struct shard_state *s, uint64_t id)
+/* Finds or creates the request (with an empty KV cache of kv_positions, 0: up to the
+ * context, growing). NULL when full or OOM. */
+static struct shard_req *req_get(struct shard_state *s, uint64_t id, int kv_positions,
+                                 uint64_t kv_bytes)
 {
   struct shard_req *r = req_find(s, id);
   if (r)
@@ -246,8 +252,10 @@ static struct shard_req *req_get(struct shard_state *s, uint64_t id)
     r = &s->reqs[i];
     int max_pos = s->m->cfg.max_position_embeddings > 0 ? s->m->cfg.max_position_embeddings
                                                          : 4096;
-    if (exo_forward_kv_new(s->m, 0, max_pos, &r->kv))
+    if (exo_forward_kv_new(s->m, kv_positions, kv_positions ? kv_positions : max_pos, &r->kv))
       return NULL;
+    r->kv_bytes = kv_bytes;
+    s->kv_used += kv_bytes;
     r->used = true;
     r->id = id;
     r->active_ns = exo_gen_now_ns();
@@ -281,12 +289,17 @@ static int shard_init(struct exo_actor *self, void *state, const struct exo_conf
   s->max_batch = 16;
   s->prefill_chunk = 256;
   s->idle_ttl_ms = 30000;
+  /* KV budget default: half the machine's memory (the weights and other nodes need the
+   * rest); a cap on reservations, nothing is allocated up front */
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  uint64_t kv_kb = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page / 2048 : 1u << 20;
+  s->kv_budget = kv_kb * 1024;
   s->model_default = cfg ? cfg->model : NULL;
   s->cluster = exo_node_context(exo_actor_node(self)) ? exo_cluster_of(exo_actor_node(self))
                                                       : NULL;
   if (opts && cfg) {
     static const char *const allowed[] = {"model",         "wire_dtype",  "batch",
-                                          "prefill_chunk", "idle_ttl_ms", NULL};
+                                          "prefill_chunk", "idle_ttl_ms", "kv_budget_kb", NULL};
     int rc = exo_config_check_options(cfg, opts, allowed, err, errlen);
     if (rc)
       return rc;
@@ -313,6 +326,10 @@ static int shard_init(struct exo_actor *self, void *state, const struct exo_conf
                                     errlen)))
       return rc;
     s->idle_ttl_ms = (uint32_t)ttl;
+    if ((rc = exo_config_option_u64(cfg, opts, "kv_budget_kb", kv_kb, 64, 1ull << 40, &kv_kb,
+                                    err, errlen)))
+      return rc;
+    s->kv_budget = kv_kb * 1024;
   }
   return exo_actor_timer_start(self, IDLE_TIMER, IDLE_SWEEP_MS, true);
 }
@@ -594,6 +611,28 @@ static void send_error(struct exo_actor *self, struct shard_state *s, struct exo
   uint8_t buf[EXO_GEN_TOKEN_SIZE] = {0};
   exo_gen_put_u32(buf, (uint32_t)rc);
   exo_gen_put_u32(buf + 4, EXO_GEN_TOKEN_FINAL | EXO_GEN_TOKEN_ERROR);
+  exo_gen_put_u64(buf + 16, exo_gen_now_ns());
+  struct exo_envelope env = {.type = EXO_GEN_MSG_TOKEN, .dst = origin, .epoch = s->epoch,
+                             .request_id = req};
+  void *p = exo_msg_alloc(sizeof buf);
+  if (!p)
+    return;
+  memcpy(p, buf, sizeof buf);
+  (void)exo_actor_send_buf(self, &env, &p, sizeof buf);
+}
+
+/* Refuses a PROMPT whose KV cache does not fit the budget: -ENOSPC (not now: the origin
+ * retries after a backoff) or -E2BIG (never); the position field carries need KiB << 32 |
+ * budget KiB for the origin's message. */
+static void send_kv_refusal(struct exo_actor *self, struct shard_state *s,
+                            struct exo_addr origin, uint64_t req, int rc, uint64_t need)
+{
+  uint64_t need_kb = (need + 1023) / 1024, budget_kb = s->kv_budget / 1024;
+  uint8_t buf[EXO_GEN_TOKEN_SIZE] = {0};
+  exo_gen_put_u32(buf, (uint32_t)rc);
+  exo_gen_put_u32(buf + 4, EXO_GEN_TOKEN_FINAL | EXO_GEN_TOKEN_ERROR);
+  exo_gen_put_u64(buf + 8, (need_kb < UINT32_MAX ? need_kb : UINT32_MAX) << 32 |
+                               (budget_kb < UINT32_MAX ? budget_kb : UINT32_MAX));
   exo_gen_put_u64(buf + 16, exo_gen_now_ns());
   struct exo_envelope env = {.type = EXO_GEN_MSG_TOKEN, .dst = origin, .epoch = s->epoch,
                              .request_id = req};
@@ -982,7 +1021,21 @@ static int on_prompt(struct exo_actor *self, struct shard_state *s, const struct
   if (req_find(s, req_id)) { /* a re-issue: start over from the history */
     req_free(s, req_find(s, req_id));
   }
-  struct shard_req *r = req_get(s, req_id);
+  /* KV budget: reserve the positions this request can reach (history + tokens still to
+   * come, up to the context) before allocating any of it */
+  int kv_ctx = s->m->cfg.max_position_embeddings > 0 ? s->m->cfg.max_position_embeddings : 4096;
+  uint32_t kv_max_new = exo_gen_get_u32(p + 28), kv_done = exo_gen_get_u32(p + 60);
+  uint64_t kv_pos = (uint64_t)n + (kv_max_new > kv_done ? kv_max_new - kv_done : 0);
+  if (kv_pos > (uint64_t)kv_ctx)
+    kv_pos = (uint64_t)kv_ctx;
+  uint64_t kv_need = kv_pos * (uint64_t)(s->m->layer_end - s->m->layer_begin) *
+                     (uint64_t)(s->m->cfg.n_kv_heads * s->m->cfg.head_dim) * 2 * sizeof(float);
+  if (kv_need > s->kv_budget || s->kv_used + kv_need > s->kv_budget) {
+    send_kv_refusal(self, s, origin, req_id, kv_need > s->kv_budget ? -E2BIG : -ENOSPC,
+                    kv_need);
+    return 0;
+  }
+  struct shard_req *r = req_get(s, req_id, (int)kv_pos, kv_need);
   if (!r) {
     send_error(self, s, origin, req_id, -ENOBUFS);
     return 0;

@@ -81,6 +81,8 @@ struct exo_gen_stage {
 #define EXO_GEN_TOKEN_MAX_SIZE (EXO_GEN_TOKEN_SIZE + 8u + 8u * 20u)
 #define EXO_GEN_TOKEN_FINAL 1u    /* last token of the request */
 #define EXO_GEN_TOKEN_ERROR 2u    /* the step failed on a shard; token is -errno */
+/* ERROR -ENOSPC: the shard's KV budget is full now (retry later); -E2BIG: this request's
+ * cache can never fit; with either, position = need KiB << 32 | budget KiB. */
 #define EXO_GEN_TOKEN_EOS 4u      /* with FINAL: the token is an EOS id */
 #define EXO_GEN_TOKEN_LOGPROBS 8u /* the logprob trailer follows the stages */
 

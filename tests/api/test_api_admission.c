@@ -163,7 +163,6 @@ int main(void)
 {
   sc_raise_nofile();
   EXO_RUN(test_admission);
-  /* test_kv_budget: registered with the shard's kv_budget_kb (next commit) */
-  (void)test_kv_budget;
+  EXO_RUN(test_kv_budget);
   return exo_test_result();
 }
