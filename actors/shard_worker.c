@@ -32,6 +32,7 @@
 #include "tensor/forward.h"
 #include "tensor/matmul.h"
 #include "tensor/model.h"
+#include "tensor/pool.h"
 #include "tensor/sample.h"
 
 #define EXO_SHARD_MAX_REQS 64u
@@ -188,6 +189,7 @@ struct shard_state {
   uint64_t cancelled[EXO_SHARD_CANCELLED]; /* recent CANCELs (ring) */
   uint64_t n_cancelled;
   uint32_t idle_ttl_ms; /* option idle_ttl_ms: a request silent this long is freed */
+  uint32_t threads;     /* option threads: matmul threads of the forward (tensor/pool.h) */
   uint64_t reaped;
   struct early_msg early[EXO_SHARD_EARLY]; /* HIDDENs that came before their turn */
   uint64_t early_seq;
@@ -288,6 +290,7 @@ static int shard_init(struct exo_actor *self, void *state, const struct exo_conf
   s->me = -1;
   s->max_batch = 16;
   s->prefill_chunk = 256;
+  s->threads = 1;
   s->idle_ttl_ms = 30000;
   /* KV budget default: half the machine's memory (the weights and other nodes need the
    * rest); a cap on reservations, nothing is allocated up front */
@@ -299,7 +302,7 @@ static int shard_init(struct exo_actor *self, void *state, const struct exo_conf
                                                       : NULL;
   if (opts && cfg) {
     static const char *const allowed[] = {"model",         "wire_dtype",  "batch",
-                                          "prefill_chunk", "idle_ttl_ms", "kv_budget_kb", NULL};
+                                          "prefill_chunk", "idle_ttl_ms", "threads", "kv_budget_kb", NULL};
     int rc = exo_config_check_options(cfg, opts, allowed, err, errlen);
     if (rc)
       return rc;
@@ -330,6 +333,11 @@ static int shard_init(struct exo_actor *self, void *state, const struct exo_conf
                                     err, errlen)))
       return rc;
     s->kv_budget = kv_kb * 1024;
+    uint64_t threads = s->threads;
+    if ((rc = exo_config_option_u64(cfg, opts, "threads", threads, 1, EXO_POOL_MAX_THREADS,
+                                    &threads, err, errlen)))
+      return rc;
+    s->threads = (uint32_t)threads;
   }
   return exo_actor_timer_start(self, IDLE_TIMER, IDLE_SWEEP_MS, true);
 }
@@ -562,6 +570,12 @@ static int on_map(struct exo_actor *self, struct shard_state *s, const struct ex
       send_ready(self, msg, rc, err);
       goto done;
     } else if ((rc = exo_forward_scratch_new(s->m, 16, 256, &s->scratch, err, sizeof err))) {
+      unload(s);
+      send_ready(self, msg, rc, err);
+      goto done;
+    } else if ((rc = exo_forward_scratch_set_threads(s->scratch, (int)s->threads))) {
+      snprintf(err, sizeof err, "cannot start %u matmul threads: %s", s->threads,
+               strerror(-rc));
       unload(s);
       send_ready(self, msg, rc, err);
       goto done;

@@ -19,6 +19,7 @@
 
 #include "tensor/matmul.h"
 #include "tensor/ops.h"
+#include "tensor/pool.h"
 #include "tensor/quant.h"
 
 /* Attention of a prompt chunk this long or longer goes through sgemm, a block of this
@@ -41,7 +42,8 @@ struct exo_forward_scratch {
   float *hb2;        /* (cap_tokens, intermediate) up */
   float *scores;     /* (max(EXO_ATTN_BLOCK, heads per KV head), cap_positions) */
   float *inv_freq;   /* (head_dim / 2) RoPE frequencies */
-  struct exo_matmul_ws ws; /* q8 activation + widened weight tile, reserved up front */
+  struct exo_matmul_ws ws; /* q8 activation + widened weight tile, reserved up front;
+                              ws.pool: owned, from exo_forward_scratch_set_threads */
 };
 
 /* Vectors (rows == 1: norms, biases) must be F32; matrices may be any dtype the
@@ -222,7 +224,30 @@ void exo_forward_scratch_free(struct exo_forward_scratch *s)
   free(s->scores);
   free(s->inv_freq);
   exo_matmul_ws_fini(&s->ws);
+  exo_pool_free(s->ws.pool);
   free(s);
+}
+
+int exo_forward_scratch_set_threads(struct exo_forward_scratch *s, int n_threads)
+{
+  if (n_threads < 1 || n_threads > EXO_POOL_MAX_THREADS)
+    return -EINVAL;
+  if (exo_pool_threads(s->ws.pool) == n_threads)
+    return 0;
+  struct exo_pool *p = NULL;
+  if (n_threads > 1) {
+    int rc = exo_pool_new(n_threads, &p);
+    if (rc)
+      return rc;
+  }
+  exo_pool_free(s->ws.pool);
+  s->ws.pool = p;
+  return 0;
+}
+
+struct exo_pool *exo_forward_scratch_pool(struct exo_forward_scratch *s)
+{
+  return s->ws.pool;
 }
 
 static int exo_forward_head(const struct exo_model *m, const struct exo_forward_batch *b)

@@ -52,6 +52,17 @@ int exo_forward_scratch_new(const struct exo_model *m, int max_tokens, int max_p
                             struct exo_forward_scratch **out, char *err, size_t errlen);
 void exo_forward_scratch_free(struct exo_forward_scratch *s); /* NULL ok */
 
+struct exo_pool;
+
+/* Threads for the products of our own row kernels (batch_invariant products, and
+ * F16/BF16/Q8_0/Q4_0 decode rows; OpenBLAS keeps its own threads): n_threads - 1
+ * helpers started now, owned by s (1: none, the default). Logits and hidden states are
+ * bit-identical for every thread count (tensor/pool.h, matmul.h). Not during a forward.
+ * Returns 0, -EINVAL (outside 1 .. EXO_POOL_MAX_THREADS), -ENOMEM, -EAGAIN. */
+int exo_forward_scratch_set_threads(struct exo_forward_scratch *s, int n_threads);
+/* The pool set_threads made (NULL with one thread): tests tune its min_work. */
+struct exo_pool *exo_forward_scratch_pool(struct exo_forward_scratch *s);
+
 /* Rows of out for this batch: total when b < L or no_head, else total or n_seqs
  * (logits_last_only); columns are hidden, or vocab for logits. */
 int exo_forward_out_rows(const struct exo_model *m, const struct exo_forward_batch *b);

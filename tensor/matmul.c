@@ -6,6 +6,9 @@
  * tiles of EXO_MATMUL_TILE_ROWS weight rows are widened to f32 in the workspace and
  * multiplied by sgemm. exo_matmul_rows (batch-invariant) instead runs the row kernels
  * over every input row, f32 weights included, so no row's bits depend on the others.
+ * With ws->pool, a row-kernel product is split by weight (output) rows over the pool's
+ * threads (exo_rows_run); activations are quantized once by the caller; a dot's
+ * reduction is never split, so the bits are those of one thread.
  * Must not allocate when the caller reserved its workspace. */
 #include "tensor/matmul.h"
 
@@ -22,6 +25,7 @@
 
 #include "tensor/dtype.h"
 #include "tensor/matmul_impl.h"
+#include "tensor/pool.h"
 #include "tensor/quant.h"
 
 /* ---- portable kernels ------------------------------------------------------------- */
@@ -291,28 +295,89 @@ static int exo_shape_ok(const struct exo_weight *w)
          w->cols <= INT32_MAX && exo_dtype_row_bytes(w->dtype, w->cols) > 0;
 }
 
-/* y = W x (+ y when add) with kernels k; ws already holds room for the activation. */
-static void exo_matvec_run(const struct exo_matmul_kernels *k, void *wsbuf, float *y,
-                           const float *x, const struct exo_weight *w, int add)
+/* One row kernel call over n inputs, split by weight (output) rows across a pool. */
+struct exo_rows_job {
+  const struct exo_matmul_kernels *k;
+  enum exo_dtype dtype;
+  float *y;
+  size_t ldy;
+  const unsigned char *w;
+  size_t rb; /* bytes per weight row */
+  int64_t cols;
+  const float *x;   /* f32 inputs (F32/F16/BF16) */
+  const int8_t *xq; /* q8 activations and their scales (Q8_0/Q4_0), made by the caller */
+  const float *xd;
+  int n, add;
+};
+
+/* Rows [r0, r1) of the job: the same kernel on a sub-range of rows. Every kernel forms
+ * each (row, input) dot with the same operations wherever the row falls in its range
+ * (matmul_impl.h), so any split gives the bits of the whole call. */
+static void exo_rows_part(void *arg, int64_t r0, int64_t r1)
 {
-  const unsigned char *wd = w->data;
-  switch (w->dtype) {
-  case EXO_DTYPE_F32:
+  const struct exo_rows_job *j = arg;
+  const unsigned char *w = j->w + (size_t)r0 * j->rb;
+  float *y = j->y + r0;
+  const int64_t rows = r1 - r0;
+  switch (j->dtype) {
+  case EXO_DTYPE_F32: j->k->f32(y, j->ldy, w, rows, j->cols, j->x, j->n, j->add); return;
+  case EXO_DTYPE_F16: j->k->f16(y, j->ldy, w, rows, j->cols, j->x, j->n, j->add); return;
+  case EXO_DTYPE_BF16: j->k->bf16(y, j->ldy, w, rows, j->cols, j->x, j->n, j->add); return;
+  case EXO_DTYPE_Q8_0:
+    j->k->q8_0(y, j->ldy, w, rows, j->cols, j->xq, j->xd, j->n, j->add);
+    return;
+  case EXO_DTYPE_Q4_0:
+    j->k->q4_0(y, j->ldy, w, rows, j->cols, j->xq, j->xd, j->n, j->add);
+    return;
+  }
+}
+
+/* Rows per claimed chunk: about EXO_ROWS_CHUNK_WORK multiply-adds (a few microseconds,
+ * so the threads finish close together), a multiple of 48 rows (the AVX-512 half
+ * kernels' 3-row blocks; 16 floats of y per cache line), and at least 4 chunks per
+ * thread so a late or preempted thread leaves little behind. */
+#define EXO_ROWS_CHUNK_WORK ((int64_t)1 << 17)
+
+static int64_t exo_rows_chunk(int64_t rows, int64_t cols, int n, int threads)
+{
+  int64_t c = EXO_ROWS_CHUNK_WORK / (cols * n);
+  c = c < 48 ? 48 : (c + 47) / 48 * 48;
+  const int64_t spread = (rows + 4 * threads - 1) / (4 * threads);
+  return c < spread ? c : (spread > 0 ? spread : 1);
+}
+
+static void exo_rows_run(struct exo_pool *pool, const struct exo_rows_job *j, int64_t rows)
+{
+  const int threads = exo_pool_threads(pool);
+  if (threads == 1 || rows * j->cols * j->n < exo_pool_min_work(pool)) {
+    exo_rows_part((void *)j, 0, rows);
+    return;
+  }
+  exo_pool_run(pool, rows, exo_rows_chunk(rows, j->cols, j->n, threads), exo_rows_part,
+               (void *)j);
+}
+
+/* y = W x (+ y when add) with kernels k; ws already holds room for the activation. */
+static void exo_matvec_run(const struct exo_matmul_kernels *k, struct exo_pool *pool,
+                           void *wsbuf, float *y, const float *x, const struct exo_weight *w,
+                           int add)
+{
+  if (w->dtype == EXO_DTYPE_F32) {
     cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)w->rows, (int)w->cols, 1.0f,
                 (const float *)w->data, (int)w->cols, x, 1, add ? 1.0f : 0.0f, y, 1);
     return;
-  case EXO_DTYPE_F16: k->f16(y, (size_t)w->rows, wd, w->rows, w->cols, x, 1, add); return;
-  case EXO_DTYPE_BF16: k->bf16(y, (size_t)w->rows, wd, w->rows, w->cols, x, 1, add); return;
-  case EXO_DTYPE_Q8_0:
-  case EXO_DTYPE_Q4_0: {
+  }
+  struct exo_rows_job j = {.k = k, .dtype = w->dtype, .y = y, .ldy = (size_t)w->rows,
+                           .w = w->data, .rb = exo_dtype_row_bytes(w->dtype, w->cols),
+                           .cols = w->cols, .x = x, .n = 1, .add = add};
+  if (w->dtype == EXO_DTYPE_Q8_0 || w->dtype == EXO_DTYPE_Q4_0) {
     int8_t *xq = wsbuf;
     float *xd = (float *)((char *)wsbuf + (((size_t)w->cols + 63) & ~(size_t)63));
     exo_q8_act_quantize(x, xq, xd, w->cols);
-    (w->dtype == EXO_DTYPE_Q8_0 ? k->q8_0 : k->q4_0)(y, (size_t)w->rows, wd, w->rows, w->cols,
-                                                     xq, xd, 1, add);
-    return;
+    j.xq = xq;
+    j.xd = xd;
   }
-  }
+  exo_rows_run(pool, &j, w->rows);
 }
 
 /* Borrows ws when it is big enough, else allocates a temporary (callers that care
@@ -335,7 +400,7 @@ int exo_matvec_path(enum exo_cpu_path p, struct exo_matmul_ws *ws, float *y, con
   void *tmp, *buf = exo_ws_get(ws, exo_ws_bytes(w->cols, 0), &tmp);
   if (!buf)
     return -ENOMEM;
-  exo_matvec_run(k, buf, y, x, w, 0);
+  exo_matvec_run(k, ws ? ws->pool : NULL, buf, y, x, w, 0);
   free(tmp);
   return 0;
 }
@@ -377,7 +442,7 @@ int exo_matmul_ex(struct exo_matmul_ws *ws, float *y, const float *x, int n,
   if (!buf)
     return -ENOMEM;
   if (n == 1) {
-    exo_matvec_run(k, buf, y, x, w, add);
+    exo_matvec_run(k, ws ? ws->pool : NULL, buf, y, x, w, add);
   } else {
     float *tile = (float *)((char *)buf + exo_ws_act_bytes(in));
     for (int r0 = 0; r0 < out; r0 += EXO_MATMUL_TILE_ROWS) {
@@ -422,26 +487,23 @@ int exo_matmul_rows_path(enum exo_cpu_path p, struct exo_matmul_ws *ws, float *y
       for (int64_t o = 0; o < out; o++)
         y[(size_t)r * out + o] = accumulate ? y[(size_t)r * out + o] + bias[o] : bias[o];
   const int add = bias || accumulate;
-  const unsigned char *wd = w->data;
+  struct exo_rows_job j = {.k = k, .dtype = w->dtype, .ldy = (size_t)out, .w = w->data,
+                           .rb = exo_dtype_row_bytes(w->dtype, in), .cols = in, .add = add};
   for (int i0 = 0; i0 < n; i0 += g) {
     const int m = n - i0 < g ? n - i0 : g;
     const float *xi = x + (size_t)i0 * in;
-    float *yi = y + (size_t)i0 * out;
-    switch (w->dtype) {
-    case EXO_DTYPE_F32: k->f32(yi, (size_t)out, wd, out, in, xi, m, add); break;
-    case EXO_DTYPE_F16: k->f16(yi, (size_t)out, wd, out, in, xi, m, add); break;
-    case EXO_DTYPE_BF16: k->bf16(yi, (size_t)out, wd, out, in, xi, m, add); break;
-    case EXO_DTYPE_Q8_0:
-    case EXO_DTYPE_Q4_0: {
+    j.y = y + (size_t)i0 * out;
+    j.n = m;
+    j.x = xi;
+    if (quant) {
       int8_t *xq = buf;
       float *xd = (float *)((char *)buf + (((size_t)g * (size_t)in + 63) & ~(size_t)63));
       for (int t = 0; t < m; t++) /* per row, scalar: the same integers on every path */
         exo_q8_act_quantize(xi + (size_t)t * in, xq + (size_t)t * in, xd + (size_t)t * nb, in);
-      (w->dtype == EXO_DTYPE_Q8_0 ? k->q8_0 : k->q4_0)(yi, (size_t)out, wd, out, in, xq, xd, m,
-                                                       add);
-      break;
+      j.xq = xq;
+      j.xd = xd;
     }
-    }
+    exo_rows_run(ws ? ws->pool : NULL, &j, out);
   }
   free(tmp);
   return 0;

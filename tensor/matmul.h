@@ -31,18 +31,25 @@ const char *exo_cpu_path_name(enum exo_cpu_path p); /* "portable", "avx2", "avx5
 /* 1 if this CPU (and this build) can run path p. */
 int exo_cpu_path_supported(enum exo_cpu_path p);
 
-/* Scratch for the products of one thread: the q8 activation of a row and a tile of
- * widened weight rows. Grows on demand; reserve up front to keep decode allocation-free. */
+struct exo_pool;
+
+/* Scratch for the products of one caller: the q8 activation of a row and a tile of
+ * widened weight rows. Grows on demand; reserve up front to keep decode allocation-free.
+ * pool (borrowed, NULL: the caller alone) splits our own row kernels' products, by
+ * output rows, over its threads when they are big enough (tensor/pool.h): each output
+ * element is still one kernel call's dot on one thread, so the bits do not depend on
+ * the thread count. OpenBLAS products (F32 in exo_matmul_ex) keep OpenBLAS's threads. */
 struct exo_matmul_ws {
   void *buf;
   size_t cap; /* bytes */
+  struct exo_pool *pool;
 };
 #define EXO_MATMUL_TILE_ROWS 64
 
 /* Makes ws big enough for any product with at most max_cols input features and
  * (when multi_row) n > 1. Returns 0 or -ENOMEM. */
 int exo_matmul_ws_reserve(struct exo_matmul_ws *ws, int64_t max_cols, int multi_row);
-void exo_matmul_ws_fini(struct exo_matmul_ws *ws); /* frees buf; ws may be reused */
+void exo_matmul_ws_fini(struct exo_matmul_ws *ws); /* frees buf (not pool); ws may be reused */
 
 /* y[n, w->rows] = x[n, w->cols] . W^T (+ bias[w->rows]); accumulate adds to y.
  * ws may be NULL (then buffers are allocated per call). Returns 0, -ENOTSUP for a dtype
