@@ -765,6 +765,18 @@ static void exo_note_stored_dtype(struct exo_model *m, const char *name)
   }
 }
 
+int exo_model_check_range(int n_layers, int *begin, int *end, char *err, size_t errlen)
+{
+  if (*end == -1)
+    *end = n_layers;
+  if (*begin < 0 || *begin >= *end || *end > n_layers) {
+    exo_errf(err, errlen, "layer range [%d, %d) is invalid for %d layers (need 0 <= a < "
+             "b <= %d)", *begin, *end, n_layers, n_layers);
+    return -EINVAL;
+  }
+  return 0;
+}
+
 int exo_model_load(const char *dir, int layer_begin, int layer_end, struct exo_model **out,
                    char *err, size_t errlen)
 {
@@ -782,14 +794,8 @@ int exo_model_load(const char *dir, int layer_begin, int layer_end, struct exo_m
   if ((rc = exo_model_config_load(dir, &m->cfg, err, errlen)) < 0)
     goto fail;
   int L = m->cfg.n_layers;
-  if (layer_end == -1)
-    layer_end = L;
-  if (layer_begin < 0 || layer_begin >= layer_end || layer_end > L) {
-    rc = -EINVAL;
-    exo_errf(err, errlen, "layer range [%d, %d) is invalid for %d layers (need 0 <= a < "
-                  "b <= %d)", layer_begin, layer_end, L, L);
+  if ((rc = exo_model_check_range(L, &layer_begin, &layer_end, err, errlen)))
     goto fail;
-  }
   m->layer_begin = layer_begin;
   m->layer_end = layer_end;
   m->files = calloc(1, sizeof *m->files);

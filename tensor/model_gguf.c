@@ -271,14 +271,8 @@ int exo_model_load_gguf(const char *path, int layer_begin, int layer_end,
     goto fail;
   const struct exo_model_config *c = &m->cfg;
   const int L = c->n_layers;
-  if (layer_end == -1)
-    layer_end = L;
-  if (layer_begin < 0 || layer_begin >= layer_end || layer_end > L) {
-    rc = -EINVAL;
-    exo_errf(err, errlen, "layer range [%d, %d) is invalid for %d layers (need 0 <= a < "
-             "b <= %d)", layer_begin, layer_end, L, L);
+  if ((rc = exo_model_check_range(L, &layer_begin, &layer_end, err, errlen)))
     goto fail;
-  }
   m->layer_begin = layer_begin;
   m->layer_end = layer_end;
   if (!(m->layers = calloc((size_t)(layer_end - layer_begin), sizeof *m->layers))) {

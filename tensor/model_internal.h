@@ -22,6 +22,10 @@ int exo_model_config_load_gguf(const char *path, struct exo_model_config *cfg, c
 int exo_model_load_gguf(const char *path, int layer_begin, int layer_end,
                         struct exo_model **out, char *err, size_t errlen);
 
+/* Resolves a requested layer range against n_layers (*end == -1: to the last layer);
+ * 0, or -EINVAL with the range and the bound in err. */
+int exo_model_check_range(int n_layers, int *begin, int *end, char *err, size_t errlen);
+
 /* The config read from an open GGUF file's metadata (llama.*, qwen2.*, tokenizer.ggml.*). */
 int exo_model_config_from_gguf(const struct exo_gguf *g, struct exo_model_config *cfg,
                                char *err, size_t errlen);
