@@ -10,6 +10,7 @@
 #include "bench/bench_common.h"
 #include "tensor/matmul.h"
 #include "tensor/model_writer.h"
+#include "tensor/pool.h"
 #include "tensor/quant.h"
 
 static double clock_s(clockid_t id)
@@ -74,6 +75,27 @@ double exo_bench_read_gbs(const float *buf, size_t n)
       best = g;
   }
   (void)sink;
+  return best;
+}
+
+static void bw_part(void *arg, int64_t b, int64_t e)
+{
+  const size_t chunk = (size_t)1 << 18; /* floats: 1 MiB */
+  volatile float sink = bw_read((const float *)arg + (size_t)b * chunk, (size_t)(e - b) * chunk);
+  (void)sink; /* keeps the reads */
+}
+
+double exo_bench_read_gbs_pool(struct exo_pool *pool, const float *buf, size_t n)
+{
+  const int64_t chunks = (int64_t)(n >> 18);
+  double best = 0;
+  for (int r = 0; r < 3; r++) {
+    double t0 = exo_bench_now();
+    exo_pool_run(pool, chunks, 1, bw_part, (void *)buf);
+    double g = (double)chunks * (1 << 18) * 4 / (exo_bench_now() - t0) / 1e9;
+    if (g > best)
+      best = g;
+  }
   return best;
 }
 

@@ -18,6 +18,10 @@ double exo_bench_cpu_now(void); /* this thread's CPU seconds */
 double exo_bench_median(double *v, size_t n);
 /* One thread's streaming read bandwidth over buf[n] floats in GB/s, best of 3. */
 double exo_bench_read_gbs(const float *buf, size_t n);
+/* The same over the threads of pool (tensor/pool.h; NULL: one thread): chunks of 1 MiB
+ * claimed by all threads at once, best of 3 passes, in GB/s. */
+struct exo_pool;
+double exo_bench_read_gbs_pool(struct exo_pool *pool, const float *buf, size_t n);
 /* Writes the random TinyLlama-shaped f32 model (22 layers, hidden 2048, vocab 32000) into
  * dir unless dir/model.safetensors exists. 0, or -errno with err filled. */
 int exo_bench_tinyllama(const char *dir, char *err, size_t errlen);

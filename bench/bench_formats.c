@@ -1,7 +1,9 @@
 /* bench/bench_formats.c: decode speed of one TinyLlama-1.1B-shaped model with its
  * matrices held as F32, BF16, F16, Q8_0 and Q4_0, each next to its own bandwidth
  * roofline (streaming read bandwidth measured in the same round / weight bytes one
- * token reads). Not a test: run by hand, results in docs/BENCHMARKS.md.
+ * token reads), for 1 matmul thread and for --threads N (tensor/pool.h; default 2),
+ * interleaved in each round; the roofline of N threads uses N threads' read bandwidth.
+ * Not a test: run by hand, results in docs/BENCHMARKS.md.
  * Reuses bench_tensor's random f32 model directory (writes it if missing) and makes
  * each format (F32 too) in anonymous memory from it, one format at a time. */
 #include <cblas.h>
@@ -17,6 +19,7 @@
 #include "tensor/forward.h"
 #include "tensor/matmul.h"
 #include "tensor/model.h"
+#include "tensor/pool.h"
 #include "tensor/quant.h"
 
 /* ---- read bandwidth (1 thread, 4 chains of 64-byte loads) ----------------------- */
@@ -37,7 +40,7 @@ static double token_bytes(const struct exo_model *m)
 }
 
 /* Median decode step (tok/s) of steps single-token steps after a short prefill. */
-static double decode_tps(const struct exo_model *m, int steps)
+static double decode_tps(const struct exo_model *m, int steps, int threads)
 {
   struct exo_kv_cache *kv = NULL;
   struct exo_forward_scratch *s = NULL;
@@ -45,7 +48,8 @@ static double decode_tps(const struct exo_model *m, int steps)
   float *logits = malloc((size_t)m->cfg.vocab_size * sizeof(float));
   double t[64];
   if (!logits || exo_forward_kv_new(m, 64, 64, &kv) ||
-      exo_forward_scratch_new(m, 8, 64, &s, err, sizeof err))
+      exo_forward_scratch_new(m, 8, 64, &s, err, sizeof err) ||
+      exo_forward_scratch_set_threads(s, threads))
     exit(1);
   int32_t tok[72];
   for (int i = 0; i < 72; i++)
@@ -73,7 +77,7 @@ static double decode_tps(const struct exo_model *m, int steps)
 int main(int argc, char **argv)
 {
   const char *dir = EXO_BENCH_TINYLLAMA_DIR;
-  int steps = 10, rounds = 3;
+  int steps = 10, rounds = 3, nt = 2;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--dir") && i + 1 < argc)
       dir = argv[++i];
@@ -81,11 +85,15 @@ int main(int argc, char **argv)
       steps = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
       rounds = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+      nt = atoi(argv[++i]);
     else
       steps = 0;
   }
-  if (steps < 1 || steps > 64 || rounds < 1 || rounds > 9) {
-    fprintf(stderr, "usage: bench_formats [--dir DIR] [--decode-steps 1..64] [--rounds 1..9]\n");
+  if (steps < 1 || steps > 64 || rounds < 1 || rounds > 9 || nt < 2 ||
+      nt > EXO_POOL_MAX_THREADS) {
+    fprintf(stderr, "usage: bench_formats [--dir DIR] [--decode-steps 1..64] [--rounds 1..9] "
+                    "[--threads 2..%d]\n", EXO_POOL_MAX_THREADS);
     return 2;
   }
   openblas_set_num_threads(1);
@@ -101,7 +109,8 @@ int main(int argc, char **argv)
   }
   const size_t bw_n = (size_t)1 << 28; /* 1 GiB */
   float *buf = aligned_alloc(64, bw_n * sizeof(float));
-  if (!buf)
+  struct exo_pool *bw_pool = NULL;
+  if (!buf || exo_pool_new(nt, &bw_pool))
     return 1;
   for (size_t i = 0; i < bw_n; i++)
     buf[i] = (float)(i & 1023);
@@ -109,11 +118,12 @@ int main(int argc, char **argv)
   const enum exo_dtype fmts[] = {EXO_DTYPE_F32, EXO_DTYPE_BF16, EXO_DTYPE_F16, EXO_DTYPE_Q8_0,
                                  EXO_DTYPE_Q4_0};
   enum { NF = 5 };
-  double tps[NF], roof[NF], gbs[NF], bytes[NF];
-  const int L = m->layer_end;
-  printf("cpu path: %s; 1 thread (OpenBLAS too); decode = median of %d steps after an 8-token "
-         "prefill; every figure the median of %d rounds\n",
-         exo_cpu_path_name(exo_cpu_path()), steps, rounds);
+  double tps[2][NF], roof[2][NF], gbs[2][NF], bytes[NF];
+  const int L = m->layer_end, threads[2] = {1, nt};
+  printf("cpu path: %s; matmul threads 1 and %d (OpenBLAS 1: F32 decode is its sgemv); "
+         "decode = median of %d steps after an 8-token prefill; every figure the median of "
+         "%d rounds\n",
+         exo_cpu_path_name(exo_cpu_path()), nt, steps, rounds);
   fflush(stdout);
   for (int f = 0; f < NF; f++) {
     struct exo_model v = *m;
@@ -132,26 +142,35 @@ int main(int argc, char **argv)
       return 1;
     const double t_conv = exo_bench_now() - t0;
     bytes[f] = token_bytes(&v);
-    decode_tps(&v, 2); /* warm-up: fault the pages in */
-    double r_tps[9], r_bw[9];
-    for (int r = 0; r < rounds; r++) {
-      r_bw[r] = exo_bench_read_gbs(buf, bw_n);
-      r_tps[r] = decode_tps(&v, steps);
+    decode_tps(&v, 2, 1); /* warm-up: fault the pages in */
+    double r_tps[2][9], r_bw[2][9];
+    for (int r = 0; r < rounds; r++)
+      for (int ti = 0; ti < 2; ti++) {
+        r_bw[ti][r] = exo_bench_read_gbs_pool(ti ? bw_pool : NULL, buf, bw_n);
+        r_tps[ti][r] = decode_tps(&v, steps, threads[ti]);
+        fprintf(stderr, "  %s round %d, %d threads: %.1f GB/s, %.2f tok/s\n",
+                exo_dtype_name(fmts[f]), r, threads[ti], r_bw[ti][r], r_tps[ti][r]);
+      }
+    for (int ti = 0; ti < 2; ti++) {
+      tps[ti][f] = exo_bench_median(r_tps[ti], rounds);
+      gbs[ti][f] = exo_bench_median(r_bw[ti], rounds);
+      roof[ti][f] = gbs[ti][f] * 1e9 / bytes[f];
     }
-    tps[f] = exo_bench_median(r_tps, rounds);
-    gbs[f] = exo_bench_median(r_bw, rounds);
-    roof[f] = gbs[f] * 1e9 / bytes[f];
     fprintf(stderr, "  %s: converted in %.1f s\n", exo_dtype_name(fmts[f]), t_conv);
     for (int i = 0; i <= 7 * L; i++)
       free(owned[i]);
     free(owned);
     free(layers);
   }
-  printf("| format | weight GB / token | read GB/s | roofline tok/s | decode tok/s | "
-         "%% of roofline | x f32 decode |\n|---|---|---|---|---|---|---|\n");
+  printf("| format | threads | weight GB / token | read GB/s | roofline tok/s | decode tok/s | "
+         "%% of roofline | x f32 decode | x 1 thread |\n|---|---|---|---|---|---|---|---|---|\n");
   for (int f = 0; f < NF; f++)
-    printf("| %s | %.2f | %.1f | %.2f | %.2f | %.0f%% | %.2f |\n", exo_dtype_name(fmts[f]),
-           bytes[f] / 1e9, gbs[f], roof[f], tps[f], 100.0 * tps[f] / roof[f], tps[f] / tps[0]);
+    for (int ti = 0; ti < 2; ti++)
+      printf("| %s | %d | %.2f | %.1f | %.2f | %.2f | %.0f%% | %.2f | %.2f |\n",
+             exo_dtype_name(fmts[f]), threads[ti], bytes[f] / 1e9, gbs[ti][f], roof[ti][f],
+             tps[ti][f], 100.0 * tps[ti][f] / roof[ti][f], tps[ti][f] / tps[ti][0],
+             tps[ti][f] / tps[0][f]);
+  exo_pool_free(bw_pool);
   free(buf);
   exo_model_free(m);
   return 0;
