@@ -379,16 +379,18 @@ static void req_finish_http(struct api_req *r)
   req_http_done(r);
 }
 
-/* retry_s > 0: the origin refused it past its queue (429 with Retry-After). */
-static void req_fail_http_ex(struct api_req *r, int status, const char *msg, uint32_t retry_s)
+/* retry_s > 0: a Retry-After header (a started stream gets the error event only): 429 when
+ * the origin refused it past its queue, 503 (code) when it waited out queue_timeout_ms. */
+static void req_fail_http_ex(struct api_req *r, int status, const char *code, const char *msg,
+                             uint32_t retry_s)
 {
   if (r->http_done)
     return;
   struct exo_api_error e;
-  if (retry_s)
+  if (status == 429)
     exo_api_fail(&e, status, "rate_limit_error", NULL, "too_many_requests", "%s", msg);
   else
-    exo_api_fail(&e, status, "server_error", NULL, NULL, "%s", msg);
+    exo_api_fail(&e, status, "server_error", NULL, code, "%s", msg);
   if (r->stream && r->started) {
     sse_send(r, exo_api_error_json(&e));
     evhttp_send_reply_end(r->req);
@@ -406,7 +408,7 @@ static void req_fail_http_ex(struct api_req *r, int status, const char *msg, uin
 
 static void req_fail_http(struct api_req *r, int status, const char *msg)
 {
-  req_fail_http_ex(r, status, msg, 0);
+  req_fail_http_ex(r, status, NULL, msg, 0);
 }
 
 /* Invariant 4: the stream's status line and first chunk go out at the origin's first
@@ -510,10 +512,16 @@ static void on_token(struct api_req *r, const struct exo_req_event *ev)
 static void on_final(struct api_req *r, const struct exo_req_event *ev)
 {
   exo_rate_window_note(&r->s->done, now_ns());
+  uint64_t retry = ev->step_ns / 1000000000ull; /* an error's retry hint (PROTOCOL.md) */
+  uint32_t retry_s = retry < 1 ? 1 : retry > 3600 ? 3600 : (uint32_t)retry;
   if (ev->finish == EXO_REQ_FINISH_ERROR && ev->token == -EBUSY) {
-    uint64_t retry = ev->step_ns / 1000000000ull;
-    req_fail_http_ex(r, 429, ev->msg[0] ? ev->msg : "this node is at its request limit",
-                     retry < 1 ? 1 : retry > 3600 ? 3600 : (uint32_t)retry);
+    req_fail_http_ex(r, 429, NULL, ev->msg[0] ? ev->msg : "this node is at its request limit",
+                     retry_s);
+  } else if (ev->finish == EXO_REQ_FINISH_ERROR && ev->token == -ETIMEDOUT && ev->step_ns) {
+    char msg[320];
+    snprintf(msg, sizeof msg, "generation not started: %s",
+             ev->msg[0] ? ev->msg : "it waited too long in the admission queue");
+    req_fail_http_ex(r, 503, "queue_timeout", msg, retry_s);
   } else if (ev->finish == EXO_REQ_FINISH_ERROR) {
     char msg[320];
     snprintf(msg, sizeof msg, "generation failed: %s", ev->msg[0] ? ev->msg : "unknown error");
@@ -880,6 +888,10 @@ static void handle_metrics(struct api_state *s, struct evhttp_request *req)
                       "# TYPE exo_node_loop_deaths_total counter\n"
                       "exo_node_loop_deaths_total %" PRIu64 "\n",
                       st.loop_deaths);
+  char origin[4096]; /* the origin's admission counters and gauges */
+  if (s->cluster && exo_origin_stats_prometheus(exo_cluster_origin_stats(s->cluster), origin,
+                                                sizeof origin) < sizeof origin)
+    evbuffer_add(b, origin, strlen(origin));
   if (s->cluster)
     evbuffer_add_printf(b, "# HELP exo_shard_kv_caches Requests holding a KV cache in this "
                            "node's shard-worker.\n# TYPE exo_shard_kv_caches gauge\n"

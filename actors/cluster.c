@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "actors/cluster.h"
+#include "actors/origin_table.h"
 #include "common/err.h"
 #include "runtime/actor.h"
 #include "runtime/node.h"
@@ -21,6 +22,7 @@ struct exo_cluster {
   pthread_mutex_t write_mu;
   _Atomic uint64_t max_epoch;
   _Atomic int64_t shard_requests;
+  struct exo_origin_stats origin_stats;
   uint32_t self;
   /* seen_ns per node id slot; ids are looked up linearly (<= EXO_CLUSTER_MAX_NODES) */
   _Atomic uint32_t seen_id[EXO_CLUSTER_MAX_NODES];
@@ -327,4 +329,9 @@ void exo_cluster_shard_requests_add(struct exo_cluster *c, int delta)
 int64_t exo_cluster_shard_requests(struct exo_cluster *c)
 {
   return atomic_load_explicit(&c->shard_requests, memory_order_relaxed);
+}
+
+struct exo_origin_stats *exo_cluster_origin_stats(struct exo_cluster *c)
+{
+  return &c->origin_stats;
 }

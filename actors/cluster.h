@@ -98,5 +98,9 @@ uint64_t exo_cluster_max_epoch(struct exo_cluster *c);
 void exo_cluster_shard_requests_add(struct exo_cluster *c, int delta);
 int64_t exo_cluster_shard_requests(struct exo_cluster *c);
 void exo_cluster_note_epoch(struct exo_cluster *c, uint64_t epoch);
+/* The node's origin counters (struct exo_origin_stats, actors/origin_table.h): the origin
+ * writes them, /metrics reads them. Lives as long as c. */
+struct exo_origin_stats;
+struct exo_origin_stats *exo_cluster_origin_stats(struct exo_cluster *c);
 
 #endif

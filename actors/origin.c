@@ -12,6 +12,7 @@
  *   TOKEN(error -ENOSPC/-ENOBUFS: a shard's KV budget or slots are full) -> re-issue after
  *     a backoff, not counted as a failed attempt; -E2BIG: it can never fit -> error
  *   MAP_LIVE (a new epoch) or no progress for step_timeout_ms -> re-issue
+ *   queued for queue_timeout_ms -> FINAL -ETIMEDOUT with a Retry-After estimate
  *
  *   queued --admit()--> active(waiting) --issue()--> prefill --TOKEN--> decode --> gone
  *                          ^---------- retry_at / new map / timeout -------'
@@ -65,12 +66,14 @@ struct origin_state {
   struct exo_actor *self;
   struct exo_cluster *cluster;
   struct exo_origin_table *table; /* wire id -> oreq, for the current attempts */
+  struct exo_origin_stats *st;    /* the node's, for /metrics (origin_table.h) */
   struct oreq **reqs;             /* every request, active and queued */
   size_t n_reqs, cap_reqs;
   struct oreq **queue; /* FIFO of queued requests: max_queued entries */
   size_t n_queued;
   uint32_t n_active;
   uint32_t max_active, max_queued, step_timeout_ms, map_wait_ms, max_attempts;
+  uint32_t queue_timeout_ms; /* a request still queued after this ends (-ETIMEDOUT) */
   bool adaptive;
   uint32_t prefill_budget, short_prompt; /* adaptive admission, tokens */
   uint64_t next_wire;
@@ -137,19 +140,22 @@ static void queue_remove(struct origin_state *s, size_t k)
 
 /* Ends r with a FINAL event and forgets it. Admission of the next request is left to
  * admit() at the end of the handler, so nothing here touches other requests. */
-static void finish(struct origin_state *s, struct oreq *r, enum exo_req_finish why, int code,
-                   const char *text)
+static void finish_ex(struct origin_state *s, struct oreq *r, enum exo_req_finish why,
+                      int code, const char *text, uint64_t retry_ns)
 {
   detach(s, r);
-  struct exo_req_event e = {.flags = EXO_REQ_EV_FINAL, .finish = why,
+  struct exo_req_event e = {.flags = EXO_REQ_EV_FINAL, .finish = why, .step_ns = retry_ns,
                             .index = (uint32_t)(r->n_hist - r->n_prompt), .token = code};
   if (text)
     snprintf(e.msg, sizeof e.msg, "%s", text);
   event_send(s, r, &e);
-  if (why == EXO_REQ_FINISH_ERROR)
+  if (why == EXO_REQ_FINISH_ERROR) {
     s->failed++;
-  else
+    exo_origin_stats_add(&s->st->failed, 1);
+  } else {
     s->completed++;
+    exo_origin_stats_add(&s->st->completed, 1);
+  }
   if (r->active) {
     s->n_active--;
     exo_rate_window_note(&s->done, exo_gen_now_ns());
@@ -163,6 +169,21 @@ static void finish(struct origin_state *s, struct oreq *r, enum exo_req_finish w
   s->reqs[r->idx] = s->reqs[--s->n_reqs];
   s->reqs[r->idx]->idx = r->idx;
   exo_origin_entry_drop(&r->e);
+}
+
+static void finish(struct origin_state *s, struct oreq *r, enum exo_req_finish why, int code,
+                   const char *text)
+{
+  finish_ex(s, r, why, code, text, 0);
+}
+
+/* The gauges of /metrics: called at the end of every handler. */
+static void publish(struct origin_state *s)
+{
+  if (!s->st)
+    return; /* init failed before it had the cluster */
+  atomic_store_explicit(&s->st->active, s->n_active, memory_order_relaxed);
+  atomic_store_explicit(&s->st->queued, (uint32_t)s->n_queued, memory_order_relaxed);
 }
 
 /* Sends r's history as a PROMPT under the live map, or leaves it waiting for one. */
@@ -181,8 +202,10 @@ static void issue(struct origin_state *s, struct oreq *r)
     finish(s, r, EXO_REQ_FINISH_ERROR, -EIO, t);
     return;
   }
-  if (++r->attempts > 1)
+  if (++r->attempts > 1) {
     s->reissued++;
+    exo_origin_stats_add(&s->st->reissued, 1);
+  }
   atomic_store_explicit(&r->e.attempts, r->attempts, memory_order_relaxed);
   /* wire id: origin node (32 bits: requests of several origins never collide in a shard's
    * table) | request (20) | attempt (12), so a shard that sees a new attempt frees the
@@ -258,6 +281,9 @@ static void admit(struct origin_state *s)
     queue_remove(s, k);
     r->active = true;
     s->n_active++;
+    exo_origin_stats_add(&s->st->admitted, 1);
+    if (k)
+      exo_origin_stats_add(&s->st->admitted_past, 1);
     issue(s, r);
   }
 }
@@ -296,6 +322,7 @@ static void on_submit(struct origin_state *s, const struct exo_msg *msg)
                s->max_active, s->max_queued, retry);
       retry_ns = (uint64_t)retry * 1000000000ull;
       s->refused++;
+      exo_origin_stats_add(&s->st->refused, 1);
       rc = -EBUSY;
     }
   }
@@ -385,6 +412,7 @@ static void on_token(struct origin_state *s, const struct exo_msg *msg)
       uint64_t backoff = 25000000ull << (r->full_waits < 6 ? r->full_waits : 6);
       r->full_waits++;
       r->tries--; /* this attempt is not a failure */
+      exo_origin_stats_add(&s->st->shard_full, 1);
       OLOG(EXO_LOG_DEBUG, "%s; waiting %" PRIu64 " ms for room", t, backoff / 1000000);
       detach(s, r);
       r->retry_at = now + backoff;
@@ -457,6 +485,7 @@ static void on_token(struct origin_state *s, const struct exo_msg *msg)
     event_send(s, r, &e);
     detach(s, r);
     s->completed++;
+    exo_origin_stats_add(&s->st->completed, 1);
     s->n_active--;
     exo_rate_window_note(&s->done, now);
     s->reqs[r->idx] = s->reqs[--s->n_reqs];
@@ -488,7 +517,16 @@ static void tick(struct origin_state *s)
     struct oreq *r = s->reqs[i];
     size_t before = s->n_reqs;
     if (!r->active) {
-      /* queued: admit() moves it */
+      /* queued: admit() moves it, unless it waited too long */
+      if (now - r->submitted_ns > (uint64_t)s->queue_timeout_ms * 1000000ull) {
+        char t[200];
+        uint32_t retry = retry_after_s(s);
+        snprintf(t, sizeof t, "waited %u ms in this node's admission queue (queue_timeout_ms) "
+                 "without an active slot (%u active, %zu queued); retry in %u s",
+                 s->queue_timeout_ms, s->n_active, s->n_queued, retry);
+        exo_origin_stats_add(&s->st->queue_timeouts, 1);
+        finish_ex(s, r, EXO_REQ_FINISH_ERROR, -ETIMEDOUT, t, (uint64_t)retry * 1000000000ull);
+      }
     } else if (r->retry_at) {
       if (now >= r->retry_at || (live && r->epoch != live)) {
         r->retry_at = 0;
@@ -510,6 +548,7 @@ static void tick(struct origin_state *s)
       i++;
   }
   admit(s);
+  publish(s);
 }
 
 static int origin_init(struct exo_actor *self, void *state, const struct exo_config *cfg,
@@ -520,13 +559,15 @@ static int origin_init(struct exo_actor *self, void *state, const struct exo_con
   s->next_wire = 1;
   if (!(s->cluster = exo_cluster_of_actor(self, err, errlen)))
     return -ENOMEM;
+  s->st = exo_cluster_origin_stats(s->cluster);
   uint64_t max_active = EXO_ORIGIN_MAX_ACTIVE, max_queued = EXO_ORIGIN_MAX_QUEUED, step = 5000,
-           wait = 30000, attempts = 8, budget = 1024, short_prompt = 64;
+           wait = 30000, attempts = 8, budget = 1024, short_prompt = 64, queue_ms = 60000;
   const char *mode = "fixed";
   if (cfg && opts) {
     static const char *const allowed[] = {"max_active",     "max_queued",   "admission",
                                           "prefill_budget", "short_prompt", "step_timeout_ms",
-                                          "map_wait_ms",    "max_attempts", NULL};
+                                          "map_wait_ms",    "max_attempts", "queue_timeout_ms",
+                                          NULL};
     int rc = exo_config_check_options(cfg, opts, allowed, err, errlen);
     if (!rc)
       rc = exo_config_option_u64(cfg, opts, "max_active", max_active, 1, 4096, &max_active,
@@ -554,6 +595,9 @@ static int origin_init(struct exo_actor *self, void *state, const struct exo_con
     if (!rc)
       rc = exo_config_option_u64(cfg, opts, "max_attempts", attempts, 1, 1000, &attempts, err,
                                  errlen);
+    if (!rc)
+      rc = exo_config_option_u64(cfg, opts, "queue_timeout_ms", queue_ms, 10, 86400000,
+                                 &queue_ms, err, errlen);
     if (rc)
       return rc;
   }
@@ -565,6 +609,7 @@ static int origin_init(struct exo_actor *self, void *state, const struct exo_con
   s->step_timeout_ms = (uint32_t)step;
   s->map_wait_ms = (uint32_t)wait;
   s->max_attempts = (uint32_t)attempts;
+  s->queue_timeout_ms = (uint32_t)queue_ms;
   s->table = exo_origin_table_new(2 * max_active);
   s->queue = calloc(max_queued + 1, sizeof *s->queue);
   if (!s->table || !s->queue) {
@@ -599,6 +644,7 @@ static int origin_message(struct exo_actor *self, void *state, const struct exo_
     return 0;
   }
   admit(s); /* a slot freed, or a prefill ended (adaptive) */
+  publish(s);
   return 0;
 }
 
@@ -626,6 +672,7 @@ static void origin_stop(struct exo_actor *self, void *state)
   s->queue = NULL;
   s->n_queued = 0;
   s->cap_reqs = 0;
+  publish(s);
 }
 
 const struct exo_actor_kind exo_origin_kind = {

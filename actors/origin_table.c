@@ -6,6 +6,8 @@
 #include "actors/origin_table.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "runtime/shared.h"
@@ -145,4 +147,58 @@ uint32_t exo_rate_window_retry_s(const struct exo_rate_window *w, uint64_t ahead
   if (s > 600)
     return 600;
   return (uint32_t)s + ((double)(uint32_t)s < s);
+}
+
+void exo_origin_stats_add(_Atomic uint64_t *counter, uint64_t n)
+{
+  atomic_fetch_add_explicit(counter, n, memory_order_relaxed);
+}
+
+size_t exo_origin_stats_prometheus(const struct exo_origin_stats *st, char *buf, size_t cap)
+{
+  static const struct {
+    const char *name, *help;
+    size_t off;
+  } counters[] = {
+    {"refused", "SUBMITs refused past the admission queue (HTTP 429).",
+     offsetof(struct exo_origin_stats, refused)},
+    {"completed", "Requests ended by EOS, max_tokens or a cancel.",
+     offsetof(struct exo_origin_stats, completed)},
+    {"failed", "Requests ended by an error.", offsetof(struct exo_origin_stats, failed)},
+    {"reissued", "Re-issues of a request (map change, loss, timeout, full shard).",
+     offsetof(struct exo_origin_stats, reissued)},
+    {"shard_full_backoffs", "Waits after a shard refused for lack of room (KV budget, slots).",
+     offsetof(struct exo_origin_stats, shard_full)},
+    {"queue_timeouts", "Requests still queued after queue_timeout_ms.",
+     offsetof(struct exo_origin_stats, queue_timeouts)},
+    {"admitted", "Requests moved from the queue into an active slot.",
+     offsetof(struct exo_origin_stats, admitted)},
+    {"admitted_past_queued", "Admissions that passed an earlier queued request (adaptive).",
+     offsetof(struct exo_origin_stats, admitted_past)},
+  };
+  size_t len = 0;
+  char tmp[1];
+  for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++) {
+    const _Atomic uint64_t *v =
+        (const _Atomic uint64_t *)((const char *)st + counters[i].off);
+    int n = snprintf(len < cap ? buf + len : tmp, len < cap ? cap - len : sizeof tmp,
+                     "# HELP exo_origin_%s_total %s\n# TYPE exo_origin_%s_total counter\n"
+                     "exo_origin_%s_total %" PRIu64 "\n",
+                     counters[i].name, counters[i].help, counters[i].name, counters[i].name,
+                     atomic_load_explicit(v, memory_order_relaxed));
+    if (n > 0)
+      len += (size_t)n;
+  }
+  int n = snprintf(len < cap ? buf + len : tmp, len < cap ? cap - len : sizeof tmp,
+                   "# HELP exo_origin_active_requests Requests holding an active slot.\n"
+                   "# TYPE exo_origin_active_requests gauge\nexo_origin_active_requests %u\n"
+                   "# HELP exo_origin_queued_requests Requests waiting for an active slot.\n"
+                   "# TYPE exo_origin_queued_requests gauge\nexo_origin_queued_requests %u\n",
+                   atomic_load_explicit(&st->active, memory_order_relaxed),
+                   atomic_load_explicit(&st->queued, memory_order_relaxed));
+  if (n > 0)
+    len += (size_t)n;
+  if (cap && len >= cap)
+    buf[cap - 1] = 0;
+  return len;
 }

@@ -71,6 +71,26 @@ size_t exo_origin_table_for_each(struct exo_origin_table *t,
                                  void *arg);
 size_t exo_origin_table_count(struct exo_origin_table *t); /* approximate */
 
+/* ---- the origin's counters, for /metrics ------------------------------------------ */
+/* One per node (exo_cluster_origin_stats): the origin's thread writes (relaxed: statistics,
+ * not synchronization), a metrics scrape on any thread reads. Zero-initialized; counters
+ * survive an origin restart, the gauges are rewritten at every handler's end. */
+struct exo_origin_stats {
+  _Atomic uint64_t refused;        /* SUBMITs refused past the queue (-EBUSY) */
+  _Atomic uint64_t completed;      /* requests ended by EOS, length or a cancel */
+  _Atomic uint64_t failed;         /* requests ended by an error */
+  _Atomic uint64_t reissued;       /* re-issues (map change, loss, timeout, full shard) */
+  _Atomic uint64_t shard_full;     /* backoffs after a shard's -ENOSPC / -ENOBUFS */
+  _Atomic uint64_t queue_timeouts; /* queued past queue_timeout_ms */
+  _Atomic uint64_t admitted;       /* moves from the queue into an active slot */
+  _Atomic uint64_t admitted_past;  /* of those, ones that passed an earlier queued request */
+  _Atomic uint32_t active, queued; /* gauges */
+};
+void exo_origin_stats_add(_Atomic uint64_t *counter, uint64_t n);
+/* Prometheus text (format 0.0.4) of st, exo_origin_*; at most cap bytes (NUL-terminated
+ * when cap > 0); returns the length it needs, like snprintf. */
+size_t exo_origin_stats_prometheus(const struct exo_origin_stats *st, char *buf, size_t cap);
+
 /* ---- Retry-After: how long a refused client should wait ------------------------- */
 #define EXO_RATE_WINDOW 32u
 
