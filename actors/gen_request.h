@@ -11,7 +11,8 @@
  * (client address, client id). Every SUBMIT ends in exactly one FINAL event.
  * Admission (actors/origin.c): an accepted SUBMIT is first answered by an EVENT with no
  * flags (ACK: queued or admitted); one refused past the origin's queue by a FINAL with
- * token -EBUSY whose step_ns is the origin's suggested retry delay (whole seconds). */
+ * token -EBUSY whose step_ns is the origin's suggested retry delay (whole seconds); one
+ * queued past queue_timeout_ms ends with a FINAL -ETIMEDOUT carrying such a delay too. */
 #ifndef EXO_ACTORS_GEN_REQUEST_H
 #define EXO_ACTORS_GEN_REQUEST_H
 
