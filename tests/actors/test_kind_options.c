@@ -1,7 +1,8 @@
 /* tests/actors/test_kind_options.c: a node whose config gives one of its actors a bad
  * option value does not start, and says where: "file:line:col: actors[i].options.key: ..."
  * for the checks the kinds make themselves (discovery memory / broadcast, health
- * max_silence_ms, partitioner strategy / ranges, shard-worker wire_dtype). */
+ * max_silence_ms, partitioner strategy / ranges, shard-worker wire_dtype, origin admission
+ * / queue_timeout_ms). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,11 +86,22 @@ static void shard_options(void)
                "node.yaml:10:27: actors[0].options.wire_dtype: expected f32 or f16, got 'f8'");
 }
 
+static void origin_options(void)
+{
+  expect_error("  - name: origin\n    kind: origin\n    options: {admission: greedy}\n",
+               "node.yaml:10:26: actors[0].options.admission: expected fixed or adaptive, "
+               "got 'greedy'");
+  expect_error("  - name: origin\n    kind: origin\n    options: {queue_timeout_ms: 5}\n",
+               "node.yaml:10:33: actors[0].options.queue_timeout_ms: 5 out of range "
+               "10..86400000");
+}
+
 int main(void)
 {
   EXO_RUN(discovery_options);
   EXO_RUN(health_options);
   EXO_RUN(partitioner_options);
   EXO_RUN(shard_options);
+  EXO_RUN(origin_options);
   return exo_test_result();
 }
