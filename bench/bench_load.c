@@ -15,6 +15,7 @@
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -343,13 +344,34 @@ static void launch_long(struct load_run *run)
   free(p);
 }
 
+static void end_all(struct load_run *run, const char *why)
+{
+  for (int i = 0; i <= run->n; i++)
+    if (run->s[i].run && !run->s[i].ended)
+      stream_end(&run->s[i], why);
+}
+
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
   (void)fd, (void)what;
-  struct load_run *run = arg;
-  for (int i = 0; i <= run->n; i++)
-    if (run->s[i].run && !run->s[i].ended)
-      stream_end(&run->s[i], "row timed out");
+  end_all(arg, "row timed out");
+}
+
+/* SIGINT / SIGTERM: finish the row at once and skip the rest, so that main still frees
+ * the cluster (its children and its temp dir). A benchmark's only process-wide state. */
+static volatile sig_atomic_t load_stop;
+
+static void on_stop_signal_raw(int sig)
+{
+  (void)sig;
+  load_stop = 1;
+}
+
+static void on_stop_signal(evutil_socket_t fd, short what, void *arg)
+{
+  (void)fd, (void)what;
+  load_stop = 1;
+  end_all(arg, "interrupted");
 }
 
 /* ---- statistics ------------------------------------------------------------------- */
@@ -451,8 +473,16 @@ static int run_row(const struct load_opts *o, int port, const char *model_id, in
   }
   struct timeval tv = {.tv_sec = o->timeout_s};
   struct event *deadline = run->base ? evtimer_new(run->base, on_deadline, run) : NULL;
-  if (!rc && deadline && !evtimer_add(deadline, &tv) && run->n_open > 0)
+  struct event *sig[2] = {run->base ? evsignal_new(run->base, SIGINT, on_stop_signal, run) : NULL,
+                          run->base ? evsignal_new(run->base, SIGTERM, on_stop_signal, run) : NULL};
+  for (int i = 0; i < 2; i++)
+    if (sig[i])
+      evsignal_add(sig[i], NULL);
+  if (!rc && deadline && !evtimer_add(deadline, &tv) && run->n_open > 0 && !load_stop)
     event_base_dispatch(run->base); /* until the last stream ends (or the deadline) */
+  for (int i = 0; i < 2; i++)
+    if (sig[i])
+      event_free(sig[i]); /* the handler outside rows is on_stop_signal_raw again */
   double wall = exo_bench_now() - w0;
   row->nodes = nodes;
   row->streams = n;
@@ -546,7 +576,7 @@ static int wait_ready(struct exo_local_cluster *c, int port, const char *model_i
                       size_t errlen)
 {
   struct load_opts one = {.tokens = 1, .timeout_s = 120};
-  for (double t0 = exo_bench_now(); exo_bench_now() - t0 < 180;) {
+  for (double t0 = exo_bench_now(); exo_bench_now() - t0 < 180 && !load_stop;) {
     struct load_row row;
     if (run_row(&one, port, model_id, 0, 1, 0, false, &row) == 0 && row.bad == 0)
       return 0;
@@ -737,11 +767,15 @@ int main(int argc, char **argv)
          "ms", "ms", "cpu", "avg1");
   fflush(stdout);
 
+  struct sigaction sa = {.sa_handler = on_stop_signal_raw};
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
   int failed = 0;
   struct load_row rows[LOAD_MAX_LIST][LOAD_MAX_LIST + 1];
   double single[LOAD_MAX_LIST];
   memset(rows, 0, sizeof rows);
-  for (int ni = 0; ni < o.n_nodes; ni++) {
+  for (int ni = 0; ni < o.n_nodes && !load_stop; ni++) {
     struct exo_local_cluster *c = NULL;
     struct exo_local_cluster_opts co = {.exe = o.exe, .n_nodes = o.nodes[ni], .first_id = 1,
                                         .model = model_dir, .api = 1,
@@ -758,7 +792,7 @@ int main(int argc, char **argv)
       continue;
     }
     single[ni] = NAN;
-    for (int si = 0; si < o.n_streams; si++) {
+    for (int si = 0; si < o.n_streams && !load_stop; si++) {
       struct load_row *r = &rows[ni][si];
       if ((rc = run_row(&o, port, model_id, o.nodes[ni], o.streams[si], 0, true, r)))
         fprintf(stderr, "bench_load: row failed: %s\n", strerror(-rc));
@@ -769,7 +803,7 @@ int main(int argc, char **argv)
     }
     /* the long prompt: on the first cluster only (a prefill of minutes on this host) */
     struct load_row *lr = &rows[ni][o.n_streams];
-    if (ni == 0 && o.long_prompt > 0) {
+    if (ni == 0 && o.long_prompt > 0 && !load_stop) {
       if ((rc = run_row(&o, port, model_id, o.nodes[ni], o.long_streams, o.long_prompt, true, lr)))
         fprintf(stderr, "bench_load: long-prompt row failed: %s\n", strerror(-rc));
       print_row(lr, single[ni]);
@@ -780,6 +814,10 @@ int main(int argc, char **argv)
       failed++;
     }
     exo_local_cluster_free(c);
+  }
+  if (load_stop) {
+    fprintf(stderr, "bench_load: interrupted\n");
+    return 1;
   }
 
   /* the goals, from the rows above */
