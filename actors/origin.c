@@ -394,6 +394,10 @@ static void on_token(struct origin_state *s, const struct exo_msg *msg)
   const uint8_t *p = msg->payload;
   uint32_t flags = exo_gen_get_u32(p + 4);
   int32_t token = (int32_t)exo_gen_get_u32(p);
+  if (flags == EXO_GEN_TOKEN_WAITING) { /* queued at a stage: alive, not stalled */
+    r->last_ns = now;
+    return;
+  }
   if (flags & EXO_GEN_TOKEN_ERROR) {
     char t[256];
     uint64_t need_budget = exo_gen_get_u64(p + 8);

@@ -211,6 +211,10 @@ struct shard_state {
 #define READY_WAIT_MS 10000
 
 static void step_drop(struct pending_step *st);
+static void send_error(struct exo_actor *self, struct shard_state *s, struct exo_addr origin,
+                       uint64_t req, int rc);
+static void send_waiting(struct exo_actor *self, struct shard_state *s,
+                         const struct shard_req *r);
 static void pend_remove(struct shard_state *s, size_t i);
 static int flush(struct exo_actor *self, struct shard_state *s);
 static void early_clear(struct shard_state *s);
@@ -339,7 +343,8 @@ static int shard_init(struct exo_actor *self, void *state, const struct exo_conf
       return rc;
     s->threads = (uint32_t)threads;
   }
-  return exo_actor_timer_start(self, IDLE_TIMER, IDLE_SWEEP_MS, true);
+  uint32_t sweep = s->idle_ttl_ms / 2 < IDLE_SWEEP_MS ? s->idle_ttl_ms / 2 : IDLE_SWEEP_MS;
+  return exo_actor_timer_start(self, IDLE_TIMER, sweep, true);
 }
 
 static void shard_stop(struct exo_actor *self, void *state)
@@ -440,13 +445,28 @@ static int shard_timer(struct exo_actor *self, void *state, uint32_t id)
     /* a request whose origin gave up on it (its CANCEL lost to a fault, its origin dead)
      * would hold a cache forever: nothing has come for it in idle_ttl_ms, so it is dead */
     uint64_t now = exo_gen_now_ns();
-    for (unsigned i = 0; i < EXO_SHARD_MAX_REQS; i++)
-      if (s->reqs[i].used && now - s->reqs[i].active_ns > (uint64_t)s->idle_ttl_ms * 1000000u) {
-        SLOG(EXO_LOG_INFO, "request %" PRIu64 " idle for %u ms: freed", s->reqs[i].id,
-             s->idle_ttl_ms);
-        req_free(s, &s->reqs[i]);
-        s->reaped++;
+    for (unsigned i = 0; i < EXO_SHARD_MAX_REQS; i++) {
+      struct shard_req *r = &s->reqs[i];
+      if (!r->used || now - r->active_ns <= (uint64_t)s->idle_ttl_ms * 1000000u)
+        continue;
+      /* a step waiting for its turn (a long queue of prefills ahead of it) is not idle:
+       * the origin hears so, lest its stall timeout take the queue for a loss */
+      bool waiting = false;
+      for (size_t j = 0; j < s->n_pend && !waiting; j++)
+        waiting = s->pend[j].r == r && !s->pend[j].done;
+      if (waiting) {
+        send_waiting(self, s, r);
+        continue;
       }
+      /* nothing has reached this stage yet: the request may wait that long upstream */
+      if (r->kv->n_pos == 0 && now - r->active_ns <= 10ull * s->idle_ttl_ms * 1000000u)
+        continue;
+      SLOG(EXO_LOG_INFO, "request %" PRIu64 " idle for %u ms: freed", r->id, s->idle_ttl_ms);
+      /* its origin, if alive, re-issues it rather than wait for a token that never comes */
+      send_error(self, s, r->origin, r->id, -ESTALE);
+      req_free(s, r);
+      s->reaped++;
+    }
     return 0;
   }
   if (id == READY_TIMER && s->ready_pending) {
@@ -628,6 +648,21 @@ static void send_error(struct exo_actor *self, struct shard_state *s, struct exo
   exo_gen_put_u64(buf + 16, exo_gen_now_ns());
   struct exo_envelope env = {.type = EXO_GEN_MSG_TOKEN, .dst = origin, .epoch = s->epoch,
                              .request_id = req};
+  void *p = exo_msg_alloc(sizeof buf);
+  if (!p)
+    return;
+  memcpy(p, buf, sizeof buf);
+  (void)exo_actor_send_buf(self, &env, &p, sizeof buf);
+}
+
+static void send_waiting(struct exo_actor *self, struct shard_state *s,
+                         const struct shard_req *r)
+{
+  uint8_t buf[EXO_GEN_TOKEN_SIZE] = {0};
+  exo_gen_put_u32(buf + 4, EXO_GEN_TOKEN_WAITING);
+  exo_gen_put_u64(buf + 16, exo_gen_now_ns());
+  struct exo_envelope env = {.type = EXO_GEN_MSG_TOKEN, .dst = r->origin, .epoch = s->epoch,
+                             .request_id = r->id};
   void *p = exo_msg_alloc(sizeof buf);
   if (!p)
     return;
@@ -961,6 +996,7 @@ static int run_batch(struct exo_actor *self, struct shard_state *s, struct pendi
     st->stages[st->n_stages - 1].compute_ns = compute;
     st->done = st->off == st->n;
     struct shard_req *r = st->r;
+    r->active_ns = t0 + compute; /* the idle clock counts from its last step */
     if ((rc = emit(self, s, r, o, r_rows, cols, pos, st->stages, st->n_stages)) < 0)
       return rc;
   }

@@ -85,6 +85,10 @@ struct exo_gen_stage {
  * cache can never fit; with either, position = need KiB << 32 | budget KiB. */
 #define EXO_GEN_TOKEN_EOS 4u      /* with FINAL: the token is an EOS id */
 #define EXO_GEN_TOKEN_LOGPROBS 8u /* the logprob trailer follows the stages */
+/* alone (no FINAL): no token; a stage holds a step of the request waiting for its turn
+ * (queued behind other work), sent at most once a second so the origin does not take a
+ * long queue for a lost request */
+#define EXO_GEN_TOKEN_WAITING 16u
 
 /* little-endian field access shared by shard_worker.c and origin.c */
 void exo_gen_put_u32(uint8_t *p, uint32_t v);

@@ -3,7 +3,9 @@
  * (one client thread each) on 1 node and on 3 nodes, each produce exactly the tokens of the
  * same request run alone; the shard-workers batch their decode steps and cut prefills into
  * chunks (prefill_chunk 5 here, so prompts span several chunks interleaved with decodes).
- * Runs in the concurrency suite (TSan build too). */
+ * A request queued behind long prefills for longer than the shard's idle_ttl_ms and the
+ * origin's step_timeout_ms is neither reaped nor re-issued (the shard tells the origin it
+ * waits) and gives its tokens alone. Runs in the concurrency suite (TSan build too). */
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -141,6 +143,117 @@ out:
   exo_local_cluster_free(c);
 }
 
+struct long_req {
+  int32_t prompt[240];
+  struct exo_req_submit sub;
+  const char *addr;
+  int rc;
+  char err[256];
+  struct exo_client_result res;
+  double seconds;
+};
+
+static double now_s(void)
+{
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static void *run_long(void *arg)
+{
+  struct long_req *r = arg;
+  struct exo_client *cl = NULL;
+  uint32_t node = 0;
+  double t0 = now_s();
+  r->rc = exo_client_new(NULL, &cl, r->err, sizeof r->err);
+  if (!r->rc)
+    r->rc = connect_to(cl, r->addr, &node);
+  if (!r->rc)
+    r->rc = exo_client_generate(cl, node, &r->sub, NULL, NULL, 60000, &r->res, r->err,
+                                sizeof r->err);
+  r->seconds = now_s() - t0;
+  exo_client_free(cl);
+  return NULL;
+}
+
+/* Long prefills one row per turn ahead of a short request: it waits several times the
+ * shard's idle_ttl_ms and the origin's step_timeout_ms. Before the shard said so
+ * (EXO_GEN_TOKEN_WAITING) and spared waiting steps from its idle sweep, such a request
+ * was reaped and hung, or re-issued to the back of the queue. ThreadSanitizer slows
+ * everything ~5x, and the keepalive's own latency with it: the timeouts scale. */
+#if defined(__SANITIZE_THREAD__)
+#define TIMEOUT_SCALE 4
+#else
+#define TIMEOUT_SCALE 1
+#endif
+static void queued_past_timeouts(void)
+{
+  enum { N_LONG = 40 };
+  char exe[PATH_MAX], model[PATH_MAX], err[512] = "", ttl[64], stall[64];
+  snprintf(exe, sizeof exe, "%s/actors/exo-actors", getenv("EXO_BUILD_ROOT"));
+  snprintf(model, sizeof model, "%s/tiny-llama", getenv("EXO_FIXTURES"));
+  const int step_ms = 300 * TIMEOUT_SCALE; /* the shard's keepalive: every ttl / 2 */
+  snprintf(ttl, sizeof ttl, "idle_ttl_ms: %d", 100 * TIMEOUT_SCALE);
+  snprintf(stall, sizeof stall, "step_timeout_ms: %d", step_ms);
+  struct exo_local_cluster_opts o = {.exe = exe, .n_nodes = 1, .first_id = 1, .model = model,
+                                     .prefill_chunk = 1,
+                                     .shard_options = ttl, .origin_options = stall};
+  struct exo_local_cluster *c = NULL;
+  struct exo_client *cl = NULL;
+  CHECK_INT_EQ(exo_local_cluster_start(&o, &c, err, sizeof err), 0);
+  CHECK_INT_EQ(exo_client_new(NULL, &cl, err, sizeof err), 0);
+  uint32_t node = 0;
+  static struct long_req reqs[N_LONG + 1];
+  memset(reqs, 0, sizeof reqs);
+  if (!c || !cl || connect_to(cl, exo_local_cluster_addr(c, 0), &node))
+    goto out;
+  for (int i = 0; i <= N_LONG; i++) {
+    struct long_req *r = &reqs[i];
+    size_t n = i < N_LONG ? 220 : 3; /* the last one is the short request */
+    for (size_t k = 0; k < n; k++)
+      r->prompt[k] = (int32_t)((i * 37 + (int)k * 11 + 5) % 500 + 1);
+    exo_sample_params_default(&r->sub.sp);
+    r->sub.max_tokens = 8;
+    r->sub.prompt = r->prompt;
+    r->sub.n_prompt = n;
+    r->addr = exo_local_cluster_addr(c, 0);
+  }
+  /* the short request alone first: its reference tokens */
+  struct exo_client_result alone = {0};
+  CHECK_INT_EQ(exo_client_generate(cl, node, &reqs[N_LONG].sub, NULL, NULL, 60000, &alone, err,
+                                   sizeof err), 0);
+  pthread_t th[N_LONG + 1];
+  for (int i = 0; i <= N_LONG; i++) {
+    pthread_create(&th[i], NULL, run_long, &reqs[i]);
+    if (i == N_LONG - 1) /* the long ones are queued first */
+      nanosleep(&(struct timespec){0, 50000000}, NULL);
+  }
+  for (int i = 0; i <= N_LONG; i++)
+    pthread_join(th[i], NULL);
+  for (int i = 0; i <= N_LONG; i++) {
+    if (reqs[i].rc)
+      fprintf(stderr, "request %d: %s\n", i, reqs[i].err);
+    CHECK_INT_EQ(reqs[i].rc, 0);
+    CHECK_INT_EQ(reqs[i].res.attempts, 1); /* never taken for lost */
+  }
+  struct long_req *b = &reqs[N_LONG];
+  fprintf(stderr, "# short request behind %d long prefills: %.0f ms\n", N_LONG,
+          b->seconds * 1e3);
+  /* the scenario happened: it waited twice the stall timeout at least */
+  CHECK(b->seconds > 2 * step_ms / 1e3);
+  CHECK_INT_EQ(b->res.n_ids, alone.n_ids);
+  CHECK(b->res.n_ids == alone.n_ids &&
+        !memcmp(b->res.ids, alone.ids, alone.n_ids * sizeof(int32_t)));
+  exo_client_result_fini(&alone);
+  for (int i = 0; i <= N_LONG; i++)
+    exo_client_result_fini(&reqs[i].res);
+  CHECK_INT_EQ(exo_local_cluster_check(c, err, sizeof err), 0);
+out:
+  exo_client_free(cl);
+  exo_local_cluster_free(c);
+}
+
 static void one_node(void)
 {
   concurrent_equals_alone(1);
@@ -155,5 +268,6 @@ int main(void)
 {
   EXO_RUN(one_node);
   EXO_RUN(three_nodes);
+  EXO_RUN(queued_past_timeouts);
   return exo_test_result();
 }
