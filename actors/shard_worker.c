@@ -151,10 +151,12 @@ struct pending_step {
   float *hidden;   /* later stages: n x hidden */
   struct exo_gen_stage stages[EXO_GEN_MAX_STAGES];
   uint32_t n_stages;
+  uint64_t at_ns; /* queued then */
 };
 #define EXO_SHARD_MAX_PENDING (4u * EXO_SHARD_MAX_REQS)
 #define EXO_SHARD_CANCELLED 256u
 #define SMALL_PREFILL 64 /* rows up to which a prefill chunk uses the row kernels */
+#define MAX_BATCH_ROWS 256 /* rows of one batched forward (short prefills bound the turn) */
 #define EXO_SHARD_EARLY 64u
 #define EARLY_TTL_NS 2000000000ull
 
@@ -189,6 +191,7 @@ struct shard_state {
   uint64_t cancelled[EXO_SHARD_CANCELLED]; /* recent CANCELs (ring) */
   uint64_t n_cancelled;
   uint32_t idle_ttl_ms; /* option idle_ttl_ms: a request silent this long is freed */
+  uint32_t sweep_ms;    /* the idle sweep's period (and WAITING's) */
   uint32_t threads;     /* option threads: matmul threads of the forward (tensor/pool.h) */
   uint64_t reaped;
   struct early_msg early[EXO_SHARD_EARLY]; /* HIDDENs that came before their turn */
@@ -343,8 +346,8 @@ static int shard_init(struct exo_actor *self, void *state, const struct exo_conf
       return rc;
     s->threads = (uint32_t)threads;
   }
-  uint32_t sweep = s->idle_ttl_ms / 2 < IDLE_SWEEP_MS ? s->idle_ttl_ms / 2 : IDLE_SWEEP_MS;
-  return exo_actor_timer_start(self, IDLE_TIMER, sweep, true);
+  s->sweep_ms = s->idle_ttl_ms / 2 < IDLE_SWEEP_MS ? s->idle_ttl_ms / 2 : IDLE_SWEEP_MS;
+  return exo_actor_timer_start(self, IDLE_TIMER, s->sweep_ms, true);
 }
 
 static void shard_stop(struct exo_actor *self, void *state)
@@ -447,17 +450,25 @@ static int shard_timer(struct exo_actor *self, void *state, uint32_t id)
     uint64_t now = exo_gen_now_ns();
     for (unsigned i = 0; i < EXO_SHARD_MAX_REQS; i++) {
       struct shard_req *r = &s->reqs[i];
-      if (!r->used || now - r->active_ns <= (uint64_t)s->idle_ttl_ms * 1000000u)
+      if (!r->used)
         continue;
-      /* a step waiting for its turn (a long queue of prefills ahead of it) is not idle:
-       * the origin hears so, lest its stall timeout take the queue for a loss */
+      /* a step queued (behind other prefills) or running (a long prefill's chunks) is not
+       * idle; once it has outlasted a sweep the origin hears it waits, lest its stall
+       * timeout take the queue for a loss */
       bool waiting = false;
+      uint64_t since = now;
       for (size_t j = 0; j < s->n_pend && !waiting; j++)
-        waiting = s->pend[j].r == r && !s->pend[j].done;
+        if (s->pend[j].r == r && !s->pend[j].done) {
+          waiting = true;
+          since = s->pend[j].at_ns;
+        }
       if (waiting) {
-        send_waiting(self, s, r);
+        if (now - since >= (uint64_t)s->sweep_ms * 1000000u)
+          send_waiting(self, s, r);
         continue;
       }
+      if (now - r->active_ns <= (uint64_t)s->idle_ttl_ms * 1000000u)
+        continue;
       /* nothing has reached this stage yet: the request may wait that long upstream */
       if (r->kv->n_pos == 0 && now - r->active_ns <= 10ull * s->idle_ttl_ms * 1000000u)
         continue;
@@ -911,7 +922,7 @@ static int enqueue(struct exo_actor *self, struct shard_state *s, struct shard_r
   r->active_ns = exo_gen_now_ns();
   struct pending_step *st = &s->pend[s->n_pend++];
   *st = (struct pending_step){.r = r, .n = n, .pos = pos, .tokens = tokens, .hidden = hidden,
-                              .n_stages = n_stages};
+                              .n_stages = n_stages, .at_ns = r->active_ns};
   memcpy(st->stages, stages, n_stages * sizeof *stages);
   /* nothing else for us has arrived: no batch to wait for, so no loop turn to wait */
   if (!s->flush_armed && exo_actor_queued(self) == 0)
@@ -952,11 +963,15 @@ static int run_batch(struct exo_actor *self, struct shard_state *s, struct pendi
   /* decode rows (one per request) go through the batch-invariant kernels, so a request's
    * tokens do not depend on who shares its batch; so do short prefill chunks (a half-weight
    * model's sgemm path widens every weight to f32 per call: 10+ ms for a 4-token prompt),
-   * while long ones run alone on sgemm. Either way the choice depends only on the request's
-   * own chunk, so it is the same when the request runs alone. */
+   * which share the decode batch, while long ones run alone on sgemm. Either way the choice
+   * depends only on the request's own chunk, so it is the same when the request runs
+   * alone. */
+  int widest = 0;
+  for (int i = 0; i < k; i++)
+    widest = rows[i] > widest ? rows[i] : widest;
   struct exo_forward_batch b = {.n_seqs = k, .seqs = seqs, .tokens = tok, .hidden_in = hid,
                                 .logits_last_only = 1,
-                                .batch_invariant = total == k || total <= SMALL_PREFILL};
+                                .batch_invariant = widest <= SMALL_PREFILL};
   size_t out_rows = (size_t)exo_forward_out_rows(s->m, &b);
   size_t cols = (size_t)exo_forward_out_cols(s->m, &b);
   char err[256] = "";
@@ -1012,9 +1027,11 @@ static int flush(struct exo_actor *self, struct shard_state *s)
       pend_remove(s, s->n_pend - 1);
     return 0;
   }
-  /* the oldest waiting step of each request; single-row ones batch */
+  /* the oldest waiting step of each request; decode rows and short prefill chunks (up to
+   * SMALL_PREFILL rows, batch-invariant kernels) share one forward, so a burst of short
+   * prompts is prefilled in one turn instead of one per turn; a longer chunk runs alone */
   struct pending_step *dec[EXO_SHARD_MAX_REQS], *pre = NULL;
-  int dec_rows[EXO_SHARD_MAX_REQS], k = 0;
+  int dec_rows[EXO_SHARD_MAX_REQS], k = 0, batch_rows = 0;
   const struct shard_req *seen[EXO_SHARD_MAX_PENDING];
   size_t n_seen = 0;
   for (size_t i = 0; i < s->n_pend; i++) {
@@ -1025,10 +1042,16 @@ static int flush(struct exo_actor *self, struct shard_state *s)
     seen[n_seen++] = st->r;
     if (!first_of_req)
       continue;
-    if (st->n - st->off == 1 && k < (int)s->max_batch && k < (int)EXO_SHARD_MAX_REQS) {
-      dec[k] = st;
-      dec_rows[k++] = 1;
-    } else if (st->n - st->off > 1 && !pre) {
+    int chunk = st->n - st->off < (int)s->prefill_chunk ? st->n - st->off
+                                                         : (int)s->prefill_chunk;
+    if (chunk <= SMALL_PREFILL) {
+      if (k < (int)s->max_batch && k < (int)EXO_SHARD_MAX_REQS &&
+          (k == 0 || batch_rows + chunk <= MAX_BATCH_ROWS)) {
+        dec[k] = st;
+        dec_rows[k++] = chunk;
+        batch_rows += chunk;
+      }
+    } else if (!pre) {
       pre = st;
     }
   }

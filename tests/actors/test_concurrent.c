@@ -177,8 +177,8 @@ static void *run_long(void *arg)
   return NULL;
 }
 
-/* Long prefills one row per turn ahead of a short request: it waits several times the
- * shard's idle_ttl_ms and the origin's step_timeout_ms. Before the shard said so
+/* Long prefills one row per turn, one request per turn, ahead of a short request: it waits
+ * several times the shard's idle_ttl_ms and the origin's step_timeout_ms. Before the shard said so
  * (EXO_GEN_TOKEN_WAITING) and spared waiting steps from its idle sweep, such a request
  * was reaped and hung, or re-issued to the back of the queue. ThreadSanitizer slows
  * everything ~5x, and the keepalive's own latency with it: the timeouts scale. */
@@ -193,8 +193,9 @@ static void queued_past_timeouts(void)
   char exe[PATH_MAX], model[PATH_MAX], err[512] = "", ttl[64], stall[64];
   snprintf(exe, sizeof exe, "%s/actors/exo-actors", getenv("EXO_BUILD_ROOT"));
   snprintf(model, sizeof model, "%s/tiny-llama", getenv("EXO_FIXTURES"));
-  const int step_ms = 300 * TIMEOUT_SCALE; /* the shard's keepalive: every ttl / 2 */
-  snprintf(ttl, sizeof ttl, "idle_ttl_ms: %d", 100 * TIMEOUT_SCALE);
+  const int step_ms = 200 * TIMEOUT_SCALE; /* the shard's keepalive: every ttl / 2 */
+  /* batch 1: one request per turn, so the short one waits for every long one */
+  snprintf(ttl, sizeof ttl, "idle_ttl_ms: %d, batch: 1", 100 * TIMEOUT_SCALE);
   snprintf(stall, sizeof stall, "step_timeout_ms: %d", step_ms);
   struct exo_local_cluster_opts o = {.exe = exe, .n_nodes = 1, .first_id = 1, .model = model,
                                      .prefill_chunk = 1,
