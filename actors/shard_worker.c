@@ -296,7 +296,7 @@ static int shard_init(struct exo_actor *self, void *state, const struct exo_conf
   struct shard_state *s = state;
   s->me = -1;
   s->max_batch = 16;
-  s->prefill_chunk = 256;
+  s->prefill_chunk = 128; /* a chunk of 128 costs about one decode batch of 8 at 1B dims */
   s->threads = 1;
   s->idle_ttl_ms = 30000;
   /* KV budget default: half the machine's memory (the weights and other nodes need the
