@@ -67,6 +67,7 @@ struct part_state {
   uint64_t live_instances[EXO_CLUSTER_MAX_NODES];
   size_t n_live_ids;
   uint64_t live_epoch_built;
+  uint64_t live_sent_ns; /* when go_live sent it (our own LIVE comes back through the box) */
   struct { uint32_t id; uint64_t until_ns; } bad[EXO_CLUSTER_MAX_NODES];
   size_t n_bad;
   char last_wait[160]; /* the last "waiting for ..." logged, so it is logged once */
@@ -336,6 +337,7 @@ static void go_live(struct part_state *s)
   memcpy(s->live_ids, p->targets, p->n_targets * sizeof p->targets[0]);
   memcpy(s->live_instances, p->instances, p->n_targets * sizeof p->instances[0]);
   s->live_epoch_built = p->epoch;
+  s->live_sent_ns = exo_gen_now_ns();
   memset(s->acked, 0, sizeof s->acked);
   p->active = false;
   s->done_pending = s->n_override && ranges_equal(s->override, s->n_override, p->ranges, p->n);
@@ -435,6 +437,12 @@ static void coordinate(struct part_state *s)
     return;
   struct exo_live_map cur;
   bool have = exo_cluster_copy_live_map(s->cluster, &cur) == 0;
+  /* the map just sent LIVE is not published here until our own LIVE comes back through
+   * the mailbox: proposing again meanwhile would outbid it with a copy (seen: epochs 6 and
+   * 7 the same map, a request issued under 6 re-issued under 7) */
+  if (s->live_epoch_built && (!have || cur.epoch < s->live_epoch_built) &&
+      now - s->live_sent_ns < (uint64_t)s->ready_timeout_ms * 1000000ull)
+    return;
   bool same = have && ranges_equal(cur.ranges, cur.n, want, n_want) &&
               cur.coordinator == self_id && cur.epoch == s->live_epoch_built;
   if (same) {

@@ -246,10 +246,9 @@ static void check_compositions(const struct fixture *f, const int32_t *local, in
     CHECK(same);
     if (!rc && res.n_ids) {
       CHECK_INT_EQ(res.events[res.n_ids - 1].n_stages, k);
-      /* at most one re-issue: on a loaded host a node whose routes come up late can outbid
-       * the first maps once (seen in CI, cause not pinned down: the logs below say); ids
-       * must match either way, and more than one re-issue is a bug */
-      CHECK(res.attempts >= 1 && res.attempts <= 2);
+      /* no re-issue on a healthy cluster (CI once saw one: the coordinator proposed the
+       * same map twice, its own LIVE not yet back; fixed in actors/partitioner.c) */
+      CHECK_INT_EQ(res.attempts, 1);
       if (res.attempts != 1)
         print_node_logs(N_NODES);
     }
