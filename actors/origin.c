@@ -57,6 +57,7 @@ struct oreq {
   uint32_t tries;    /* issues since the last token: max_attempts bounds these */
   uint32_t full_waits; /* refusals for a full shard since the last token (backoff) */
   uint64_t retry_at; /* parked after a refused send: re-issue then, or at a new map */
+  uint64_t parked_epoch; /* the epoch of the attempt that was refused ("a new map": not it) */
   size_t idx;        /* in s->reqs */
   bool active;       /* admitted (else in s->queue) */
   bool prefilled;    /* the current attempt delivered a token */
@@ -418,6 +419,7 @@ static void on_token(struct origin_state *s, const struct exo_msg *msg)
       r->tries--; /* this attempt is not a failure */
       exo_origin_stats_add(&s->st->shard_full, 1);
       OLOG(EXO_LOG_DEBUG, "%s; waiting %" PRIu64 " ms for room", t, backoff / 1000000);
+      r->parked_epoch = r->epoch;
       detach(s, r);
       r->retry_at = now + backoff;
     } else if (retryable(token)) {
@@ -427,6 +429,7 @@ static void on_token(struct origin_state *s, const struct exo_msg *msg)
       uint64_t backoff = 50000000ull << (r->tries < 4 ? r->tries : 4);
       OLOG(EXO_LOG_INFO, "%s; re-issuing in %" PRIu64 " ms or at a new map", t,
            backoff / 1000000);
+      r->parked_epoch = r->epoch; /* detach forgets it */
       detach(s, r);
       r->retry_at = now + backoff;
     } else {
@@ -532,7 +535,7 @@ static void tick(struct origin_state *s)
         finish_ex(s, r, EXO_REQ_FINISH_ERROR, -ETIMEDOUT, t, (uint64_t)retry * 1000000000ull);
       }
     } else if (r->retry_at) {
-      if (now >= r->retry_at || (live && r->epoch != live)) {
+      if (now >= r->retry_at || (live && r->parked_epoch != live)) {
         r->retry_at = 0;
         issue(s, r);
       }
