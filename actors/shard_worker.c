@@ -649,13 +649,15 @@ static int grow(float **buf, size_t *cap, size_t n)
   return 0;
 }
 
-/* Tells the origin that req failed at this stage (it fails the generation). */
-static void send_error(struct exo_actor *self, struct shard_state *s, struct exo_addr origin,
-                       uint64_t req, int rc)
+/* A TOKEN to the origin that carries no token: a failure, a refusal or WAITING (flags,
+ * code in the token field, position as shard_worker.h says for each). */
+static void send_status(struct exo_actor *self, struct shard_state *s, struct exo_addr origin,
+                        uint64_t req, int code, uint32_t flags, uint64_t position)
 {
   uint8_t buf[EXO_GEN_TOKEN_SIZE] = {0};
-  exo_gen_put_u32(buf, (uint32_t)rc);
-  exo_gen_put_u32(buf + 4, EXO_GEN_TOKEN_FINAL | EXO_GEN_TOKEN_ERROR);
+  exo_gen_put_u32(buf, (uint32_t)code);
+  exo_gen_put_u32(buf + 4, flags);
+  exo_gen_put_u64(buf + 8, position);
   exo_gen_put_u64(buf + 16, exo_gen_now_ns());
   struct exo_envelope env = {.type = EXO_GEN_MSG_TOKEN, .dst = origin, .epoch = s->epoch,
                              .request_id = req};
@@ -666,19 +668,17 @@ static void send_error(struct exo_actor *self, struct shard_state *s, struct exo
   (void)exo_actor_send_buf(self, &env, &p, sizeof buf);
 }
 
+/* Tells the origin that req failed at this stage (it fails the generation). */
+static void send_error(struct exo_actor *self, struct shard_state *s, struct exo_addr origin,
+                       uint64_t req, int rc)
+{
+  send_status(self, s, origin, req, rc, EXO_GEN_TOKEN_FINAL | EXO_GEN_TOKEN_ERROR, 0);
+}
+
 static void send_waiting(struct exo_actor *self, struct shard_state *s,
                          const struct shard_req *r)
 {
-  uint8_t buf[EXO_GEN_TOKEN_SIZE] = {0};
-  exo_gen_put_u32(buf + 4, EXO_GEN_TOKEN_WAITING);
-  exo_gen_put_u64(buf + 16, exo_gen_now_ns());
-  struct exo_envelope env = {.type = EXO_GEN_MSG_TOKEN, .dst = r->origin, .epoch = s->epoch,
-                             .request_id = r->id};
-  void *p = exo_msg_alloc(sizeof buf);
-  if (!p)
-    return;
-  memcpy(p, buf, sizeof buf);
-  (void)exo_actor_send_buf(self, &env, &p, sizeof buf);
+  send_status(self, s, r->origin, r->id, 0, EXO_GEN_TOKEN_WAITING, 0);
 }
 
 /* Refuses a PROMPT whose KV cache does not fit the budget: -ENOSPC (not now: the origin
@@ -688,19 +688,9 @@ static void send_kv_refusal(struct exo_actor *self, struct shard_state *s,
                             struct exo_addr origin, uint64_t req, int rc, uint64_t need)
 {
   uint64_t need_kb = (need + 1023) / 1024, budget_kb = s->kv_budget / 1024;
-  uint8_t buf[EXO_GEN_TOKEN_SIZE] = {0};
-  exo_gen_put_u32(buf, (uint32_t)rc);
-  exo_gen_put_u32(buf + 4, EXO_GEN_TOKEN_FINAL | EXO_GEN_TOKEN_ERROR);
-  exo_gen_put_u64(buf + 8, (need_kb < UINT32_MAX ? need_kb : UINT32_MAX) << 32 |
-                               (budget_kb < UINT32_MAX ? budget_kb : UINT32_MAX));
-  exo_gen_put_u64(buf + 16, exo_gen_now_ns());
-  struct exo_envelope env = {.type = EXO_GEN_MSG_TOKEN, .dst = origin, .epoch = s->epoch,
-                             .request_id = req};
-  void *p = exo_msg_alloc(sizeof buf);
-  if (!p)
-    return;
-  memcpy(p, buf, sizeof buf);
-  (void)exo_actor_send_buf(self, &env, &p, sizeof buf);
+  send_status(self, s, origin, req, rc, EXO_GEN_TOKEN_FINAL | EXO_GEN_TOKEN_ERROR,
+              (need_kb < UINT32_MAX ? need_kb : UINT32_MAX) << 32 |
+                  (budget_kb < UINT32_MAX ? budget_kb : UINT32_MAX));
 }
 
 /* Writes the logprob trailer of a TOKEN (see shard_worker.h) for token id from the raw

@@ -11,6 +11,20 @@
 #include "tests/api/stream_client.h"
 #include "tests/test.h"
 
+/* A stream that ended well: status 200, no error event, [DONE], and its text (into
+ * text[cap]) what the same request gave alone. */
+static void check_stream_like_alone(const struct sc_conn *c, char *text, size_t cap,
+                                    const char *alone)
+{
+  int errors;
+  bool done;
+  CHECK_INT_EQ(sc_status(c), 200);
+  sc_sse_text(c, text, cap, &errors, &done);
+  CHECK_INT_EQ(errors, 0);
+  CHECK(done);
+  CHECK(!strcmp(text, alone));
+}
+
 /* settle_ms > 0: the map goes live that long after start; returns once the api answers
  * (before the map). Else once a generation is served. */
 static struct exo_local_cluster *start_api(const char *origin_opts, const char *shard_opts,

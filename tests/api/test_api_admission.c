@@ -53,15 +53,8 @@ static void test_admission(void)
     body_for(body, sizeof body, i, max_new[i]);
     CHECK_INT_EQ(sc_one(port, body, alone[i], sizeof alone[i], NULL, 0), 200);
   }
-  for (int i = 0; i < 5; i++) {
-    int errors;
-    bool done;
-    CHECK_INT_EQ(sc_status(&conn[i]), 200);
-    sc_sse_text(&conn[i], together[i], sizeof together[i], &errors, &done);
-    CHECK_INT_EQ(errors, 0);
-    CHECK(done);
-    CHECK(!strcmp(together[i], alone[i]));
-  }
+  for (int i = 0; i < 5; i++)
+    check_stream_like_alone(&conn[i], together[i], sizeof together[i], alone[i]);
   fprintf(stderr, "# completion order: %d %d %d %d %d\n", conn[0].order, conn[1].order,
           conn[2].order, conn[3].order, conn[4].order);
   CHECK(conn[2].order < conn[3].order);
@@ -130,14 +123,8 @@ static void test_adaptive(void)
   for (int i = 0; i < 6; i++)
     CHECK_INT_EQ(sc_one(port, body[i], alone[i], sizeof alone[i], NULL, 0), 200);
   for (int i = 0; i < 6; i++) {
-    int errors;
-    bool done;
-    CHECK_INT_EQ(sc_status(&conn[i]), 200);
-    sc_sse_text(&conn[i], together[i], sizeof together[i], &errors, &done);
-    CHECK_INT_EQ(errors, 0);
-    CHECK(done);
+    check_stream_like_alone(&conn[i], together[i], sizeof together[i], alone[i]);
     CHECK(together[i][0] != 0);
-    CHECK(!strcmp(together[i], alone[i]));
     sc_close(&conn[i]);
   }
   CHECK_INT_EQ(metric(port, "exo_origin_admitted_total"), 12);
