@@ -1,7 +1,7 @@
 /* tensor/matmul_avx512.c: the AVX-512 (F, BW, VL, VNNI) row kernels of matmul.c.
  * Compiled for that ISA by the pragma below and called only when cpuid reports it.
- * F32 and half formats (widened 16 values per instruction) accumulate in f32 (2 chains
- * per dot, blocks of 3 weight rows x 4 inputs sharing their loads);
+ * F32 and half formats accumulate in f32 (2 chains per dot; blocks of 3 weight rows x
+ * 4 inputs sharing their loads, or 4 rows for one input, prefetching ahead);
  * block formats do exact int8 dots with VNNI (vpdpbusd, |w| times sign-adjusted x)
  * and follow matmul_impl.h's summation order, two blocks per 512-bit register. */
 #include "tensor/matmul_impl.h"
@@ -12,6 +12,12 @@
 #include <string.h>
 
 #include "tensor/quant.h"
+/* Decode (one input) reads each weight once from memory, and without help the loads of a
+ * block's rows stall the fmas behind them: every 64 bytes of each row prefetch the same
+ * place one block of rows further on into L2 (measured on Zen 4: BF16 62% -> 82% of the
+ * streaming read rate, F16 64% -> 84%). Prefetches past the matrix's end do not fault. */
+#define EXO_PREFETCH_ROWS(p, R, rb, off)                                                     \
+  _mm_prefetch((const char *)(p) + (size_t)(R) * (rb) + (off), _MM_HINT_T1)
 
 static inline __m512 exo_load_bf16x16(const unsigned char *p)
 {
@@ -72,7 +78,11 @@ static inline __m512 exo_tail_f16(const unsigned char *p, __mmask16 k)
       {                                                                                      \
         __m512 wv[R];                                                                        \
         _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                  \
+        {                                                                                    \
+          if (N == 1 && (es * 16 * c) % 64 == 0)                                             \
+            EXO_PREFETCH_ROWS(p + (size_t)r * rb, R, rb, es * (j + 16 * c));                 \
           wv[r] = load(p + (size_t)r * rb + es * (j + 16 * c));                              \
+        }                                                                                    \
         _Pragma("GCC unroll 4") for (int i = 0; i < N; i++)                                  \
         {                                                                                    \
           const __m512 xv = _mm512_loadu_ps(x + (size_t)i * cols + j + 16 * c);              \
@@ -104,14 +114,79 @@ static inline __m512 exo_tail_f16(const unsigned char *p, __mmask16 k)
         s[r * N + i] = _mm512_reduce_add_ps(_mm512_add_ps(a[r][i][0], a[r][i][1]));          \
   }
 
+/* BF16 dots, even/odd form: a 512-bit load holds 32 bf16; the even elements widen with
+ * one shift, the odd with one mask (no cross-lane shuffle), and meet x's even and odd
+ * elements (split once per 32 inputs, shared by the R rows). Chain 0 sums the even
+ * elements of each full 32, chain 1 the odd; a remaining full 16 goes into chain 0 in
+ * order, the last cols % 16 (masked) into chain 1; result reduce_add(c0 + c1). */
+#define EXO_DOTS_BF16EO(name, R, N)                                                          \
+  static inline void name(float *s, const unsigned char *p, size_t rb, int64_t cols,        \
+                          const float *x)                                                    \
+  {                                                                                          \
+    const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0); \
+    const __m512i od = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1); \
+    const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);                                  \
+    __m512 a[R][N][2];                                                                       \
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                                      \
+      _Pragma("GCC unroll 4") for (int i = 0; i < N; i++)                                    \
+        a[r][i][0] = a[r][i][1] = _mm512_setzero_ps();                                       \
+    int64_t j = 0;                                                                           \
+    for (; j + 32 <= cols; j += 32) {                                                        \
+      __m512 wv[R][2];                                                                       \
+      _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                                    \
+      {                                                                                      \
+        if (N == 1)                                                                          \
+          EXO_PREFETCH_ROWS(p + (size_t)r * rb, R, rb, 2 * j);                               \
+        const __m512i v = _mm512_loadu_si512(p + (size_t)r * rb + 2 * j);                    \
+        wv[r][0] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));                            \
+        wv[r][1] = _mm512_castsi512_ps(_mm512_and_si512(v, hi));                             \
+      }                                                                                      \
+      _Pragma("GCC unroll 4") for (int i = 0; i < N; i++)                                    \
+      {                                                                                      \
+        const __m512 x0 = _mm512_loadu_ps(x + (size_t)i * cols + j);                         \
+        const __m512 x1 = _mm512_loadu_ps(x + (size_t)i * cols + j + 16);                    \
+        const __m512 xe = _mm512_permutex2var_ps(x0, ev, x1);                                \
+        const __m512 xo = _mm512_permutex2var_ps(x0, od, x1);                                \
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                                  \
+        {                                                                                    \
+          a[r][i][0] = _mm512_fmadd_ps(wv[r][0], xe, a[r][i][0]);                            \
+          a[r][i][1] = _mm512_fmadd_ps(wv[r][1], xo, a[r][i][1]);                            \
+        }                                                                                    \
+      }                                                                                      \
+    }                                                                                        \
+    if (j + 16 <= cols) {                                                                    \
+      _Pragma("GCC unroll 4") for (int i = 0; i < N; i++)                                    \
+      {                                                                                      \
+        const __m512 xv = _mm512_loadu_ps(x + (size_t)i * cols + j);                         \
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) a[r][i][0] =                     \
+            _mm512_fmadd_ps(exo_load_bf16x16(p + (size_t)r * rb + 2 * j), xv, a[r][i][0]);   \
+      }                                                                                      \
+      j += 16;                                                                               \
+    }                                                                                        \
+    if (j < cols) {                                                                          \
+      const __mmask16 k = (__mmask16)((1u << (cols - j)) - 1);                               \
+      _Pragma("GCC unroll 4") for (int i = 0; i < N; i++)                                    \
+      {                                                                                      \
+        const __m512 xv = _mm512_maskz_loadu_ps(k, x + (size_t)i * cols + j);               \
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) a[r][i][1] =                     \
+            _mm512_fmadd_ps(exo_tail_bf16(p + (size_t)r * rb + 2 * j, k), xv, a[r][i][1]);   \
+      }                                                                                      \
+    }                                                                                        \
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                                      \
+      _Pragma("GCC unroll 4") for (int i = 0; i < N; i++)                                    \
+        s[r * N + i] = _mm512_reduce_add_ps(_mm512_add_ps(a[r][i][0], a[r][i][1]));          \
+  }
+
 /* Rows kernel (matmul_impl.h): blocks of 3 rows x 4 inputs (24 accumulators: each input
- * vector loaded once per 3 fmas, each weight vector once per 4), with 1-row and
- * 1-input remainders; all give the same bits (see EXO_DOTS). */
-#define EXO_HALF_ROWS(name, es, load, tail)                                                  \
-  EXO_DOTS(name##_3x4, 3, 4, es, load, tail)                                                 \
-  EXO_DOTS(name##_3x1, 3, 1, es, load, tail)                                                 \
-  EXO_DOTS(name##_1x4, 1, 4, es, load, tail)                                                 \
-  EXO_DOTS(name##_1x1, 1, 1, es, load, tail)                                                 \
+ * vector loaded once per 3 fmas, each weight vector once per 4), 4-row blocks when there
+ * is one input (decode: more rows in flight hide memory latency), with 1-row and 1-input
+ * remainders; all give the same bits (see EXO_DOTS). */
+#define EXO_HALF_ROWS(name, es, DOTS)                                                        \
+  DOTS(name##_3x4, 3, 4)                                                                     \
+  DOTS(name##_4x1, 4, 1)                                                                     \
+  DOTS(name##_3x1, 3, 1)                                                                     \
+  DOTS(name##_1x4, 1, 4)                                                                     \
+  DOTS(name##_1x1, 1, 1)                                                                     \
   static inline void name##_put(float *y, size_t ldy, int64_t r0, int i0, int R, int N,      \
                                 const float *s, int add)                                     \
   {                                                                                          \
@@ -125,8 +200,13 @@ static inline __m512 exo_tail_f16(const unsigned char *p, __mmask16 k)
                    const float *x, int n, int add)                                           \
   {                                                                                          \
     const size_t rb = (size_t)cols * es;                                                     \
-    float s[12];                                                                             \
+    float s[32];                                                                             \
     int64_t r = 0;                                                                           \
+    if (n == 1)                                                                              \
+      for (; r + 4 <= rows; r += 4) {                                                        \
+        name##_4x1(s, w + (size_t)r * rb, rb, cols, x);                                      \
+        name##_put(y, ldy, r, 0, 4, 1, s, add);                                              \
+      }                                                                                      \
     for (; r + 3 <= rows; r += 3) {                                                          \
       const unsigned char *p = w + (size_t)r * rb;                                           \
       int i = 0;                                                                             \
@@ -153,9 +233,11 @@ static inline __m512 exo_tail_f16(const unsigned char *p, __mmask16 k)
     }                                                                                        \
   }
 
-EXO_HALF_ROWS(exo_f32_rows_avx512, 4, exo_load_f32x16, exo_tail_f32)
-EXO_HALF_ROWS(exo_bf16_rows_avx512, 2, exo_load_bf16x16, exo_tail_bf16)
-EXO_HALF_ROWS(exo_f16_rows_avx512, 2, exo_load_f16x16, exo_tail_f16)
+#define EXO_DOTS_F32(name, R, N) EXO_DOTS(name, R, N, 4, exo_load_f32x16, exo_tail_f32)
+#define EXO_DOTS_F16(name, R, N) EXO_DOTS(name, R, N, 2, exo_load_f16x16, exo_tail_f16)
+EXO_HALF_ROWS(exo_f32_rows_avx512, 4, EXO_DOTS_F32)
+EXO_HALF_ROWS(exo_bf16_rows_avx512, 2, EXO_DOTS_BF16EO)
+EXO_HALF_ROWS(exo_f16_rows_avx512, 2, EXO_DOTS_F16)
 
 static inline float exo_scale_of(const unsigned char *b)
 {
