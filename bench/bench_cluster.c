@@ -11,6 +11,7 @@
 #include <nanomsg/nn.h>
 #include <nanomsg/pair.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,6 +185,7 @@ int main(int argc, char **argv)
 {
   const char *dir = EXO_BENCH_TINYLLAMA_DIR;
   int steps = 10, rounds = 5, tiny_steps = 60;
+  bool tiny_only = false; /* --tiny-only: the tiny-llama clusters and hot raw, for quick A/Bs */
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--dir") && i + 1 < argc)
       dir = argv[++i];
@@ -191,11 +193,13 @@ int main(int argc, char **argv)
       steps = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
       rounds = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--tiny-only"))
+      tiny_only = true;
     else
       steps = 0;
   }
   if (steps < 4 || steps > 1000 || rounds < 1 || rounds > 100) {
-    fprintf(stderr, "usage: bench_cluster [--dir DIR] [--steps 4..1000] [--rounds 1..100]\n"
+    fprintf(stderr, "usage: bench_cluster [--dir DIR] [--steps 4..1000] [--rounds 1..100] [--tiny-only]\n"
                     "  run from the source root (tests/fixtures/tiny-llama is used too)\n");
     return 2;
   }
@@ -218,8 +222,9 @@ int main(int argc, char **argv)
                                            "tiny-llama, 3 nodes", "  same, shard on loop 0"};
   struct bench_cluster bc[N_CFG];
   memset(bc, 0, sizeof bc);
-  if (bc_start(&bc[ONE], exe, dir, 1, 1, "1=0:22", 0, err, sizeof err) ||
-      bc_start(&bc[THREE], exe, dir, 3, 11, "11=0:8,12=8:15,13=15:22", 0, err, sizeof err) ||
+  if ((!tiny_only && bc_start(&bc[ONE], exe, dir, 1, 1, "1=0:22", 0, err, sizeof err)) ||
+      (!tiny_only &&
+       bc_start(&bc[THREE], exe, dir, 3, 11, "11=0:8,12=8:15,13=15:22", 0, err, sizeof err)) ||
       bc_start(&bc[TINY], exe, "tests/fixtures/tiny-llama", 3, 21, "21=0:1,22=1:3,23=3:4", 0,
                err, sizeof err) ||
       bc_start(&bc[TINY0], exe, "tests/fixtures/tiny-llama", 3, 31, "31=0:1,32=1:3,33=3:4", 1,
@@ -249,7 +254,7 @@ int main(int argc, char **argv)
     raws[r] = raw_tcp_one_way_us(2048 * sizeof(float), 500, 0);
     struct run run[N_CFG];
     memset(run, 0, sizeof run);
-    for (int i = 0; i < N_CFG && !rc; i++) {
+    for (int i = tiny_only ? TINY : 0; i < N_CFG && !rc; i++) {
       uint32_t n = (uint32_t)(i == TINY || i == TINY0 ? tiny_steps : steps);
       if ((rc = bc_generate(&bc[i], n, &run[i], err, sizeof err)))
         fprintf(stderr, "%s: %s\n", names[i], err);
@@ -260,6 +265,14 @@ int main(int argc, char **argv)
     }
     if (rc)
       break;
+    if (tiny_only) {
+      printf("%-6d raw nanomsg tcp one-way, 8 KiB (half a ping-pong RTT): %.1f us\n", r + 1,
+             raws[r]);
+      hop_tiny[r] = run[TINY].hop_us / raws[r];
+      hop_tiny0[r] = run[TINY0].hop_us / raws[r];
+      tiny_step[r] = run[TINY].hop_us * run[TINY].n_stages;
+      continue;
+    }
     /* the 3-node stages idle about two thirds of a step between their hops */
     int gap_ms = (int)(run[THREE].step_us * 2 / 3 / 1e3);
     raws_gap[r] = raw_tcp_one_way_us(2048 * sizeof(float), 8, gap_ms);
@@ -273,7 +286,15 @@ int main(int argc, char **argv)
     hop_tiny0[r] = run[TINY0].hop_us / raws[r];
     tiny_step[r] = run[TINY].hop_us * run[TINY].n_stages;
   }
-  if (!rc) {
+  if (!rc && tiny_only) {
+    printf("medians over %d rounds of per-round figures:\n", rounds);
+    print_spread("raw nanomsg tcp one-way, 8 KiB", raws, (size_t)rounds, " us", "");
+    print_spread("overhead per hop / raw one-way, tiny-llama", hop_tiny, (size_t)rounds, "x",
+                 "  goal <= 1.3x");
+    print_spread("  same, shard on loop 0", hop_tiny0, (size_t)rounds, "x", "");
+    print_spread("tiny-llama per-step overhead, 3 nodes", tiny_step, (size_t)rounds, " us",
+                 "  goal < 500 us");
+  } else if (!rc) {
     printf("medians over %d rounds of per-round figures:\n", rounds);
     print_spread("raw nanomsg tcp one-way, 8 KiB", raws, (size_t)rounds, " us", "");
     print_spread("3-node tok/s / 1-node tok/s", tok_ratio, (size_t)rounds, "", "  goal >= 0.97");

@@ -530,8 +530,7 @@ int exo_node_loop_died(struct exo_loop *loop, int why, void *arg)
     if (atomic_load(&a->status) != EXO_ACTOR_DEAD)
       atomic_store(&a->status, EXO_ACTOR_FAILED);
   }
-  if (li == 0)
-    exo_node_transport_detach(node);
+  exo_node_transport_detach_loop(node, li); /* node.c: loop 0's transport, others' lanes */
   char reason[512];
   if (d == EXO_SUPERVISOR_ESCALATE) {
     snprintf(reason, sizeof reason,
@@ -546,8 +545,8 @@ int exo_node_loop_died(struct exo_loop *loop, int why, void *arg)
           "window)",
           exo_loop_name(loop), cause, n);
   int rc = exo_loop_renew_base(loop);
-  if (rc == 0 && li == 0)
-    rc = exo_node_transport_attach(node);
+  if (rc == 0)
+    rc = exo_node_transport_attach_loop(node, li);
   if (rc < 0) {
     snprintf(reason, sizeof reason, "node %u: loop %s died (%s) and cannot be renewed: %s",
              node->id, exo_loop_name(loop), cause, strerror(-rc));

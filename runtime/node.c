@@ -1,6 +1,7 @@
 /* runtime/node.c: a node's wiring (loops, actors, supervisor) and its nanomsg transport:
  * one NN_PULL bound on the listen address, watched by loop 0 through NN_RCVFD and drained
- * with NN_DONTWAIT under EXO_NODE_RECV_BUDGET; one NN_PUSH per peer; HELLO frames map
+ * with NN_DONTWAIT under EXO_NODE_RECV_BUDGET (also by every other loop hosting an actor,
+ * one drainer at a time under recv_mu: see node_private.h); one NN_PUSH per peer; HELLO frames map
  * peer addresses to node ids. Must not block a loop (every nn_send is NN_DONTWAIT) and
  * must not trust a frame before exo_envelope_open accepted it. */
 #include "common/err.h"
@@ -272,7 +273,7 @@ static void hello_received(struct exo_node *node, const struct exo_envelope *env
   pthread_rwlock_unlock(&node->peers_mu);
 }
 
-/* ---- receive path (loop 0) ---- */
+/* ---- receive path (loop 0, and every other loop that hosts an actor; under recv_mu) ---- */
 
 /* Unkeyed: the link window of env's sender (link.h). False: dropped and counted. */
 static bool link_accept(struct exo_node *node, const struct exo_envelope *env, uint64_t seq)
@@ -301,7 +302,11 @@ static bool link_accept(struct exo_node *node, const struct exo_envelope *env, u
   return true;
 }
 
-static void route_frame(struct exo_node *node, void *frame, size_t len)
+/* (recv_mu held) may_dispatch: an actor of the calling loop with an empty mailbox may run
+ * the frame at once; false when several loops drain, which must not run a handler under
+ * recv_mu (it would stall the other drainers) and must not let a frame overtake one the
+ * other drainer queued for the same actor. */
+static void route_frame(struct exo_node *node, void *frame, size_t len, bool may_dispatch)
 {
   struct exo_envelope env;
   const void *payload;
@@ -344,7 +349,7 @@ static void route_frame(struct exo_node *node, void *frame, size_t len)
     return;
   }
   struct exo_actor *a = env.dst.node == node->id ? exo_node_lookup(node, env.dst.actor) : NULL;
-  if (a) { /* an actor of loop 0 with an empty mailbox takes it here: no box, no hop */
+  if (a && may_dispatch) { /* an actor of this loop with an empty mailbox: no box, no hop */
     struct exo_msg m = {.env = env, .payload = payload};
     if (exo_actor_dispatch_now(a, &m)) {
       nn_freemsg(frame);
@@ -385,19 +390,78 @@ static void route_frame(struct exo_node *node, void *frame, size_t len)
   (void)exo_actor_deliver(box); /* full mailbox: dropped and counted there */
 }
 
-static void on_readable(evutil_socket_t fd, short what, void *arg)
+/* Drains up to EXO_NODE_RECV_BUDGET frames on the calling loop. With several drainers,
+ * both are woken by one frame: the loser of the trylock waits for the winner's few
+ * microseconds of routing (never a handler) rather than spin on the readable fd. */
+static void drain(struct exo_node *node)
 {
-  (void)fd;
-  (void)what;
-  struct exo_node *node = arg;
+  if (pthread_mutex_trylock(&node->recv_mu) != 0)
+    pthread_mutex_lock(&node->recv_mu);
+  bool may_dispatch = !node->multi_drain;
   for (unsigned i = 0; i < EXO_NODE_RECV_BUDGET; i++) {
     void *buf = NULL;
     int n = nn_recv(node->pull, &buf, NN_MSG, NN_DONTWAIT);
     if (n < 0)
-      return; /* EAGAIN: drained. NN_RCVFD stays readable while frames remain. */
+      break; /* EAGAIN: drained. NN_RCVFD stays readable while frames remain. */
     EXO_COUNT(node, remote_received);
-    route_frame(node, buf, (size_t)n);
+    route_frame(node, buf, (size_t)n, may_dispatch);
   }
+  pthread_mutex_unlock(&node->recv_mu);
+}
+
+static void on_readable(evutil_socket_t fd, short what, void *arg)
+{
+  (void)fd;
+  (void)what;
+  drain(arg);
+}
+
+static void on_readable_lane(evutil_socket_t fd, short what, void *arg)
+{
+  (void)fd;
+  (void)what;
+  drain(((struct exo_node_drain *)arg)->node);
+}
+
+/* A loop other than 0 drains when it hosts an actor (a compute loop). */
+static bool loop_drains(const struct exo_node *node, uint32_t li)
+{
+  if (li == 0 || node->pull < 0 || !node->drains)
+    return false;
+  for (size_t i = 0; i < node->n_actors; i++)
+    if (node->actors[i]->loop_index == li)
+      return true;
+  return false;
+}
+
+void exo_node_transport_detach_loop(struct exo_node *node, uint32_t li)
+{
+  if (li == 0) {
+    exo_node_transport_detach(node);
+    return;
+  }
+  if (node->drains && li < node->n_loops && node->drains[li].ev) {
+    event_free(node->drains[li].ev);
+    node->drains[li].ev = NULL;
+  }
+}
+
+int exo_node_transport_attach_loop(struct exo_node *node, uint32_t li)
+{
+  if (li == 0)
+    return exo_node_transport_attach(node);
+  if (!loop_drains(node, li) || li >= node->n_loops || node->drains[li].ev)
+    return 0;
+  struct exo_node_drain *d = &node->drains[li];
+  d->ev = event_new(exo_loop_base(node->loops[li]), node->rcvfd, EV_READ | EV_PERSIST,
+                    on_readable_lane, d);
+  if (!d->ev || event_add(d->ev, NULL) < 0) {
+    if (d->ev)
+      event_free(d->ev);
+    d->ev = NULL;
+    return -EIO;
+  }
+  return 0;
 }
 
 static int transport_open(struct exo_node *node, char *err, size_t errlen)
@@ -490,9 +554,13 @@ int exo_node_new_opts(const struct exo_node_opts *opts, struct exo_node **out, c
                                                 : EXO_NODE_DEFAULT_PEER_FRAMES;
   node->peer_max_bytes = opts->peer_max_bytes ? opts->peer_max_bytes : EXO_NODE_DEFAULT_PEER_BYTES;
   pthread_rwlock_init(&node->peers_mu, NULL);
+  pthread_mutex_init(&node->recv_mu, NULL);
   node->loops = calloc(opts->loops, sizeof *node->loops);
-  if (!node->loops)
+  node->drains = calloc(opts->loops, sizeof *node->drains);
+  if (!node->loops || !node->drains)
     goto fail;
+  for (uint32_t i = 0; i < opts->loops; i++)
+    node->drains[i] = (struct exo_node_drain){.node = node, .loop = i};
   node->n_loops = opts->loops;
   for (uint32_t i = 0; i < opts->loops; i++) {
     char name[16];
@@ -624,6 +692,15 @@ int exo_node_start(struct exo_node *node, char *err, size_t errlen)
       return rc;
     }
   }
+  for (uint32_t i = 1; i < node->n_loops; i++)
+    node->multi_drain |= loop_drains(node, i);
+  for (uint32_t i = 1; i < node->n_loops; i++) {
+    int rc = exo_node_transport_attach_loop(node, i); /* before the loop runs: its base */
+    if (rc < 0) {
+      exo_errf(err, errlen, "loop %u: cannot watch the listen socket", i);
+      return rc;
+    }
+  }
   for (uint32_t i = 0; i < node->n_loops; i++) {
     int rc = exo_loop_start(node->loops[i]);
     if (rc < 0) {
@@ -649,8 +726,9 @@ static void loop_stop_actors(struct exo_loop *loop, void *arg)
     exo_actor_run_stop(a);
     atomic_store(&a->status, EXO_ACTOR_DEAD);
   }
-  if (loop == node->loops[0])
-    exo_node_transport_detach(node);
+  for (uint32_t i = 0; i < node->n_loops; i++)
+    if (loop == node->loops[i])
+      exo_node_transport_detach_loop(node, i);
 }
 
 static void loop_done(struct exo_loop *loop, void *arg)
@@ -708,6 +786,8 @@ void exo_node_free(struct exo_node *node)
     event_free(node->rcv_ev);
   if (node->hello_ev)
     event_free(node->hello_ev);
+  for (uint32_t i = 1; node->drains && i < node->n_loops; i++)
+    exo_node_transport_detach_loop(node, i);
   for (size_t i = 0; i < node->n_actors; i++) /* init ran but the loop never did */
     exo_actor_run_stop(node->actors[i]);
   for (uint32_t i = 0; node->loops && i < node->n_loops; i++)
@@ -718,6 +798,7 @@ void exo_node_free(struct exo_node *node)
   }
   free(node->actors);
   free(node->loops);
+  free(node->drains);
   if (node->pull >= 0)
     nn_close(node->pull);
   for (size_t i = 0; i < node->n_peers; i++) {
@@ -727,6 +808,7 @@ void exo_node_free(struct exo_node *node)
   }
   free(node->peers);
   pthread_rwlock_destroy(&node->peers_mu);
+  pthread_mutex_destroy(&node->recv_mu);
   if (node->ctx_free)
     node->ctx_free(node->ctx);
   exo_faults_free(node->faults); /* after the loops: their dropped items counted there */

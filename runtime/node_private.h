@@ -126,6 +126,15 @@ struct exo_node {
   /* transport */
   int pull;              /* NN_PULL bound on listen, or -1 */
   struct event *rcv_ev;  /* (loop 0) NN_RCVFD watcher */
+  /* Receive lanes (node.c "receive path"): besides loop 0, every other loop that hosts an
+   * actor watches NN_RCVFD too, so a frame for a compute loop's actor is drained by that
+   * loop itself when it is idle (no cross-thread wake); loop 0 drains while it computes.
+   * recv_mu serializes whoever drains: link windows, MAC checks, HELLOs and mailbox order
+   * are as with one drainer. Held only for nn_recv, the checks and the enqueue, never
+   * for a handler. */
+  struct exo_node_drain *drains; /* n_loops entries; [0] unused (rcv_ev) */
+  bool multi_drain;              /* set at start: some loop besides 0 drains */
+  pthread_mutex_t recv_mu;
   struct event *hello_ev; /* (loop 0) HELLO resend timer */
   pthread_rwlock_t peers_mu;
   struct exo_peer **peers;
@@ -149,6 +158,14 @@ struct exo_node {
   int rcvfd;                    /* NN_RCVFD of pull (exo_node_transport_attach) */
   exo_node_tap_fn tap; /* tests: sees every received frame before any check */
   void *tap_arg;
+};
+
+/* One loop's NN_RCVFD watcher (loops >= 1; node.c). ev: (that loop) NULL when the loop
+ * does not drain or is between incarnations. */
+struct exo_node_drain {
+  struct exo_node *node;
+  uint32_t loop;
+  struct event *ev;
 };
 
 #define EXO_COUNT(node, field) \
@@ -177,6 +194,10 @@ void exo_node_watchdog_stop(struct exo_node *node);
  * (before loop 0's base is renewed), attach re-creates them on the current base. */
 void exo_node_transport_detach(struct exo_node *node);
 int exo_node_transport_attach(struct exo_node *node);
+/* node.c: the same for any loop li (0: the two above; others: their NN_RCVFD watcher if
+ * they drain). On that loop's thread, or before start / after join. */
+void exo_node_transport_detach_loop(struct exo_node *node, uint32_t li);
+int exo_node_transport_attach_loop(struct exo_node *node, uint32_t li);
 /* node.c: one nn_send (NN_DONTWAIT) of a finished frame on a peer socket, counted. Takes
  * frame. Returns 0, -EAGAIN or another -errno. */
 int exo_node_peer_send(struct exo_node *node, int sock, void *frame);
