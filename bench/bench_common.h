@@ -16,10 +16,12 @@ double exo_bench_now(void);     /* CLOCK_MONOTONIC seconds */
 double exo_bench_cpu_now(void); /* this thread's CPU seconds */
 /* Median of v[n] (sorts v; the mean of the middle two when n is even). 0 when n is 0. */
 double exo_bench_median(double *v, size_t n);
-/* One thread's streaming read bandwidth over buf[n] floats in GB/s, best of 3. */
+/* One thread's streaming read bandwidth over buf[n] floats in GB/s: the best of 3 passes
+ * as one stream and 3 as four streams a quarter apart (n a multiple of 64). */
 double exo_bench_read_gbs(const float *buf, size_t n);
 /* The same over the threads of pool (tensor/pool.h; NULL: one thread): chunks of 1 MiB
- * claimed by all threads at once, best of 3 passes, in GB/s. */
+ * claimed by all threads at once (one stream, or four within each chunk), best of 6
+ * passes, in GB/s. */
 struct exo_pool;
 double exo_bench_read_gbs_pool(struct exo_pool *pool, const float *buf, size_t n);
 /* Writes the random TinyLlama-shaped f32 model (22 layers, hidden 2048, vocab 32000) into

@@ -37,7 +37,7 @@ struct exo_forward_batch {
                               prompt is split into chunks: linear layers go through
                               exo_matmul_rows (each weight row read once for all rows) and
                               attention row by row. The bits differ slightly from the
-                              default path (own f32 kernels instead of OpenBLAS), so one
+                              default path (prefill and attention differ), so one
                               request keeps one setting; prefill is slower with it. */
 };
 
@@ -55,7 +55,7 @@ void exo_forward_scratch_free(struct exo_forward_scratch *s); /* NULL ok */
 struct exo_pool;
 
 /* Threads for the products of our own row kernels (batch_invariant products, and
- * F16/BF16/Q8_0/Q4_0 decode rows; OpenBLAS keeps its own threads): n_threads - 1
+ * decode rows of every dtype; OpenBLAS's sgemm keeps its own threads): n_threads - 1
  * helpers started now, owned by s (1: none, the default). Logits and hidden states are
  * bit-identical for every thread count (tensor/pool.h, matmul.h). Not during a forward.
  * Returns 0, -EINVAL (outside 1 .. EXO_POOL_MAX_THREADS), -ENOMEM, -EAGAIN. */

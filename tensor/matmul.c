@@ -1,6 +1,7 @@
 /* tensor/matmul.c: products with weights in their stored dtype (see matmul.h): CPU path
  * detection, the portable C kernels, and the glue to OpenBLAS.
- * One row (decode): our row kernels read W once; Q8_0/Q4_0 first quantize x to q8
+ * One row (decode): our row kernels read W once (F32 too, except on the portable path,
+ * which leaves it to OpenBLAS's sgemv); Q8_0/Q4_0 first quantize x to q8
  * (quant.c, scalar, so every path sees the same integers) and then sum in the fixed
  * order of matmul_impl.h, so all paths give the same bits. Several rows (prefill):
  * tiles of EXO_MATMUL_TILE_ROWS weight rows are widened to f32 in the workspace and
@@ -362,7 +363,9 @@ static void exo_matvec_run(const struct exo_matmul_kernels *k, struct exo_pool *
                            void *wsbuf, float *y, const float *x, const struct exo_weight *w,
                            int add)
 {
-  if (w->dtype == EXO_DTYPE_F32) {
+  /* F32: the vector kernels read W at the memory's rate (one thread: 1.0-1.1x OpenBLAS's
+   * sgemv, docs/BENCHMARKS.md) and split over the pool; the portable C loop does not. */
+  if (w->dtype == EXO_DTYPE_F32 && k == &exo_kernels_portable) {
     cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)w->rows, (int)w->cols, 1.0f,
                 (const float *)w->data, (int)w->cols, x, 1, add ? 1.0f : 0.0f, y, 1);
     return;

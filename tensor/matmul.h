@@ -3,8 +3,9 @@
  * portable C; EXO_CPU=portable|avx2|avx512 overrides, read once), plus vectorized
  * f32 <-> f16 row conversion for hidden states on the wire.
  * exo_matmul_ex: decode (one row) reads each weight once with our own kernels, f32
- * accumulation; F32 weights and multi-row products go through OpenBLAS (half/quantized
- * weights are widened a tile of rows at a time into the workspace first).
+ * accumulation (F32 on the portable path: OpenBLAS sgemv); multi-row products go
+ * through OpenBLAS sgemm (half/quantized weights are widened a tile of rows at a time
+ * into the workspace first).
  * exo_matmul_rows is the batch-invariant product (continuous batching: a request's
  * tokens must not depend on who shares its decode step).
  * Results per path: F16/BF16 agree with an f32 reference to ~1e-6 relative on every
@@ -38,7 +39,7 @@ struct exo_pool;
  * pool (borrowed, NULL: the caller alone) splits our own row kernels' products, by
  * output rows, over its threads when they are big enough (tensor/pool.h): each output
  * element is still one kernel call's dot on one thread, so the bits do not depend on
- * the thread count. OpenBLAS products (F32 in exo_matmul_ex) keep OpenBLAS's threads. */
+ * the thread count. OpenBLAS products (sgemm) keep OpenBLAS's threads. */
 struct exo_matmul_ws {
   void *buf;
   size_t cap; /* bytes */
@@ -65,7 +66,7 @@ int exo_matmul_ex(struct exo_matmul_ws *ws, float *y, const float *x, int n,
  * same bits on every path, as in exo_matmul_ex). Each weight row is read from memory
  * once per group of up to 32 input rows (then from L1 for each input), so decode of n
  * sequences costs about one pass over the weights while compute allows.
- * Not exo_matmul_ex's bits: there F32 goes through OpenBLAS and n > 1 through sgemm.
+ * Not exo_matmul_ex's bits: there n > 1 goes through sgemm.
  * ws as for exo_matmul_ex; exo_matmul_ws_reserve(.., multi_row = 1) makes room for the
  * q8 activations of 32 rows, so a reserved workspace never allocates (a smaller one
  * means more passes over the weights, never other results).
