@@ -291,8 +291,9 @@ static inline __m512 exo_w_scales(const unsigned char *b0, const unsigned char *
   uint16_t h0, h1;
   memcpy(&h0, b0, 2);
   memcpy(&h1, b1, 2);
-  return _mm512_cvtph_ps(_mm256_blend_epi32(_mm256_set1_epi16((short)h0),
-                                            _mm256_set1_epi16((short)h1), q4 ? 0xcc : 0xf0));
+  const __m256i v0 = _mm256_set1_epi16((short)h0), v1 = _mm256_set1_epi16((short)h1);
+  /* the blend's mask must be a constant to every compiler */
+  return _mm512_cvtph_ps(q4 ? _mm256_blend_epi32(v0, v1, 0xcc) : _mm256_blend_epi32(v0, v1, 0xf0));
 }
 
 /* The unsigned weights of a pair of blocks at b. */
