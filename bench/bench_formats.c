@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "bench/bench_common.h"
@@ -78,6 +79,7 @@ int main(int argc, char **argv)
 {
   const char *dir = EXO_BENCH_TINYLLAMA_DIR;
   int steps = 10, rounds = 3, nt = 2;
+  const char *only = NULL; /* comma-separated dtype names; NULL: all */
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--dir") && i + 1 < argc)
       dir = argv[++i];
@@ -87,13 +89,15 @@ int main(int argc, char **argv)
       rounds = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
       nt = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--formats") && i + 1 < argc)
+      only = argv[++i];
     else
       steps = 0;
   }
   if (steps < 1 || steps > 64 || rounds < 1 || rounds > 9 || nt < 2 ||
       nt > EXO_POOL_MAX_THREADS) {
     fprintf(stderr, "usage: bench_formats [--dir DIR] [--decode-steps 1..64] [--rounds 1..9] "
-                    "[--threads 2..%d]\n", EXO_POOL_MAX_THREADS);
+                    "[--threads 2..%d] [--formats f32,bf16,f16,q8_0,q4_0]\n", EXO_POOL_MAX_THREADS);
     return 2;
   }
   openblas_set_num_threads(1);
@@ -125,7 +129,18 @@ int main(int argc, char **argv)
          "%d rounds\n",
          exo_cpu_path_name(exo_cpu_path()), nt, steps, rounds);
   fflush(stdout);
+  int run[NF];
   for (int f = 0; f < NF; f++) {
+    run[f] = !only;
+    for (const char *p = only; p && *p; p += strcspn(p, ","), p += *p == ',') {
+      const char *name = exo_dtype_name(fmts[f]);
+      const size_t n = strcspn(p, ",");
+      run[f] |= n == strlen(name) && !strncasecmp(p, name, n);
+    }
+  }
+  for (int f = 0; f < NF; f++) {
+    if (!run[f])
+      continue;
     struct exo_model v = *m;
     struct exo_layer_weights *layers = malloc((size_t)L * sizeof *layers);
     void **owned = calloc((size_t)(7 * L + 1), sizeof *owned);
@@ -165,11 +180,14 @@ int main(int argc, char **argv)
   printf("| format | threads | weight GB / token | read GB/s | roofline tok/s | decode tok/s | "
          "%% of roofline | x f32 decode | x 1 thread |\n|---|---|---|---|---|---|---|---|---|\n");
   for (int f = 0; f < NF; f++)
-    for (int ti = 0; ti < 2; ti++)
-      printf("| %s | %d | %.2f | %.1f | %.2f | %.2f | %.0f%% | %.2f | %.2f |\n",
+    for (int ti = 0; run[f] && ti < 2; ti++) {
+      char xf32[16] = "-"; /* "x f32" needs F32 in the same run */
+      if (run[0])
+        snprintf(xf32, sizeof xf32, "%.2f", tps[ti][f] / tps[ti][0]);
+      printf("| %s | %d | %.2f | %.1f | %.2f | %.2f | %.0f%% | %s | %.2f |\n",
              exo_dtype_name(fmts[f]), threads[ti], bytes[f] / 1e9, gbs[ti][f], roof[ti][f],
-             tps[ti][f], 100.0 * tps[ti][f] / roof[ti][f], tps[ti][f] / tps[ti][0],
-             tps[ti][f] / tps[0][f]);
+             tps[ti][f], 100.0 * tps[ti][f] / roof[ti][f], xf32, tps[ti][f] / tps[0][f]);
+    }
   exo_pool_free(bw_pool);
   free(buf);
   exo_model_free(m);
