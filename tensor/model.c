@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "tensor/dtype.h"
@@ -610,6 +611,21 @@ int exo_model_files_keep(struct exo_model_files *f, void *buf)
   return exo_files_keep(f, buf);
 }
 
+void *exo_model_files_copy_aligned(struct exo_model_files *f, const void *src, size_t n)
+{
+  void *copy = aligned_alloc(64, (n + 63) & ~(size_t)63);
+  if (!copy || exo_files_keep(f, copy) < 0) {
+    free(copy);
+    return NULL;
+  }
+  memcpy(copy, src, n);
+  const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+  const uintptr_t lo = ((uintptr_t)src + pg - 1) & ~(pg - 1), hi = ((uintptr_t)src + n) & ~(pg - 1);
+  if (hi > lo) /* advisory: a failure costs memory, never results */
+    (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+  return copy;
+}
+
 static void exo_files_free(struct exo_model_files *f)
 {
   if (!f)
@@ -629,8 +645,9 @@ static void exo_files_free(struct exo_model_files *f)
 }
 
 /* Loads tensor name, which must have shape [rows, cols] (or [rows] when cols == 0), into
- * w: a matrix in its stored dtype, in place from the mapping (F32 only when aligned);
- * a vector as F32 (widened into an owned copy when stored half or unaligned). */
+ * w: a matrix in its stored dtype, in place from the mapping when 64-byte aligned, else
+ * an owned aligned copy; a vector as F32 (widened into an owned copy when stored half or
+ * unaligned). */
 static int exo_load_tensor(struct exo_model *m, const char *name, int64_t rows, int64_t cols,
                            struct exo_weight *w, char *err, size_t errlen)
 {
@@ -678,14 +695,23 @@ static int exo_load_tensor(struct exo_model *m, const char *name, int64_t rows, 
   w->rows = cols ? rows : 1;
   w->cols = cols ? cols : rows;
   w->dtype = EXO_DTYPE_F32;
-  if (cols && t->dtype != EXO_ST_F32) {
-    /* Half matrices stay half, read in place: the kernels take them unaligned. */
-    w->dtype = t->dtype == EXO_ST_F16 ? EXO_DTYPE_F16 : EXO_DTYPE_BF16;
-    w->data = t->data;
-    return 0;
-  }
-  if (t->dtype == EXO_ST_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) {
-    w->data = t->data; /* used in place, straight from the page cache */
+  if (cols) {
+    /* Matrices keep their dtype and are read in place from the page cache when 64-byte
+     * aligned. safetensors aligns data to 8 bytes only, and decode read a 2048 x 2048 F32
+     * matrix at 23.5 GB/s with every 512-bit load split over two cache lines against
+     * 28-35 GB/s aligned (one thread, same run): such matrices are copied once. */
+    w->dtype = t->dtype == EXO_ST_F16   ? EXO_DTYPE_F16
+               : t->dtype == EXO_ST_BF16 ? EXO_DTYPE_BF16
+                                         : EXO_DTYPE_F32;
+    if ((uintptr_t)t->data % 64 == 0) {
+      w->data = t->data;
+      return 0;
+    }
+    const size_t len = n * (t->dtype == EXO_ST_F32 ? 4 : 2);
+    if (!(w->data = exo_model_files_copy_aligned(f, t->data, len))) {
+      exo_errf(err, errlen, "%s: tensor '%s': out of memory for %zu bytes", file, name, len);
+      return -ENOMEM;
+    }
     return 0;
   }
   size_t bytes = (n * sizeof(float) + 63) & ~(size_t)63;

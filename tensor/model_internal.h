@@ -16,6 +16,10 @@ int exo_model_path_is_gguf(const char *path);
 struct exo_model_files *exo_model_files_new_gguf(struct exo_gguf *g);
 /* Adds buf to what exo_model_free frees. 0 or -ENOMEM (buf not taken). */
 int exo_model_files_keep(struct exo_model_files *f, void *buf);
+/* A 64-byte-aligned copy of a mapped matrix's n bytes at src, kept by f (NULL: out of
+ * memory); the pages wholly inside src's range leave this process's resident set (the
+ * page cache keeps them), so a copied weight is resident once, not twice. */
+void *exo_model_files_copy_aligned(struct exo_model_files *f, const void *src, size_t n);
 
 int exo_model_config_load_gguf(const char *path, struct exo_model_config *cfg, char *err,
                                size_t errlen);
