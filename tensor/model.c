@@ -613,11 +613,18 @@ int exo_model_files_keep(struct exo_model_files *f, void *buf)
 
 void *exo_model_files_copy_aligned(struct exo_model_files *f, const void *src, size_t n)
 {
-  void *copy = aligned_alloc(64, (n + 63) & ~(size_t)63);
+  /* Big copies ask for transparent huge pages (this kernel grants them on madvise only):
+   * copying 4.4 GB faulted 1.1 million 4 KiB pages and took ~15 s of a node's start; 2 MiB
+   * pages also spare decode most TLB misses. */
+  const size_t huge = (size_t)2 << 20;
+  const size_t align = n >= huge ? huge : 64, len = (n + align - 1) & ~(align - 1);
+  void *copy = aligned_alloc(align, len);
   if (!copy || exo_files_keep(f, copy) < 0) {
     free(copy);
     return NULL;
   }
+  if (align == huge)
+    (void)madvise(copy, len, MADV_HUGEPAGE); /* advisory, as below */
   memcpy(copy, src, n);
   const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
   const uintptr_t lo = ((uintptr_t)src + pg - 1) & ~(pg - 1), hi = ((uintptr_t)src + n) & ~(pg - 1);
