@@ -59,6 +59,31 @@ static inline __m512 exo_tail_f16(const unsigned char *p, __mmask16 k)
   return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p));
 }
 
+/* The end of every f32-accumulating dot (EXO_DOTS, EXO_DOTS_BF16EO): a remaining full 16
+ * into chain 0, the last cols % 16 (masked) into chain 1, then s = reduce_add(c0 + c1). */
+#define EXO_DOTS_FINISH(R, N, es, load, tail)                                                \
+    if (j + 16 <= cols) {                                                                    \
+      _Pragma("GCC unroll 4") for (int i = 0; i < N; i++)                                    \
+      {                                                                                      \
+        const __m512 xv = _mm512_loadu_ps(x + (size_t)i * cols + j);                         \
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) a[r][i][0] =                     \
+            _mm512_fmadd_ps(load(p + (size_t)r * step + es * j), xv, a[r][i][0]);            \
+      }                                                                                      \
+      j += 16;                                                                               \
+    }                                                                                        \
+    if (j < cols) {                                                                          \
+      const __mmask16 k = (__mmask16)((1u << (cols - j)) - 1);                               \
+      _Pragma("GCC unroll 4") for (int i = 0; i < N; i++)                                    \
+      {                                                                                      \
+        const __m512 xv = _mm512_maskz_loadu_ps(k, x + (size_t)i * cols + j);                \
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) a[r][i][1] =                     \
+            _mm512_fmadd_ps(tail(p + (size_t)r * step + es * j, k), xv, a[r][i][1]);         \
+      }                                                                                      \
+    }                                                                                        \
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                      \
+      _Pragma("GCC unroll 4") for (int i = 0; i < N; i++)                                    \
+        s[r * N + i] = _mm512_reduce_add_ps(_mm512_add_ps(a[r][i][0], a[r][i][1]));
+
 /* The dots of R weight rows (p, rows step bytes apart, each rb bytes, es bytes per
  * element) with N inputs (x + i * cols), s[r * N + i]. Per dot, the fixed order of this path: 2 chains of 16
  * f32 lanes; element j of the first 32 * (cols / 32) goes into chain (j / 16) % 2 by
@@ -94,27 +119,7 @@ static inline __m512 exo_tail_f16(const unsigned char *p, __mmask16 k)
         }                                                                                    \
       }                                                                                      \
     }                                                                                        \
-    if (j + 16 <= cols) {                                                                    \
-      _Pragma("GCC unroll 4") for (int i = 0; i < N; i++)                                    \
-      {                                                                                      \
-        const __m512 xv = _mm512_loadu_ps(x + (size_t)i * cols + j);                         \
-        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) a[r][i][0] =                     \
-            _mm512_fmadd_ps(load(p + (size_t)r * step + es * j), xv, a[r][i][0]);            \
-      }                                                                                      \
-      j += 16;                                                                               \
-    }                                                                                        \
-    if (j < cols) {                                                                          \
-      const __mmask16 k = (__mmask16)((1u << (cols - j)) - 1);                               \
-      _Pragma("GCC unroll 4") for (int i = 0; i < N; i++)                                    \
-      {                                                                                      \
-        const __m512 xv = _mm512_maskz_loadu_ps(k, x + (size_t)i * cols + j);                \
-        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) a[r][i][1] =                     \
-            _mm512_fmadd_ps(tail(p + (size_t)r * step + es * j, k), xv, a[r][i][1]);         \
-      }                                                                                      \
-    }                                                                                        \
-    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                      \
-      _Pragma("GCC unroll 4") for (int i = 0; i < N; i++)                                    \
-        s[r * N + i] = _mm512_reduce_add_ps(_mm512_add_ps(a[r][i][0], a[r][i][1]));          \
+    EXO_DOTS_FINISH(R, N, es, load, tail);                                                   \
   }
 
 /* BF16 dots, even/odd form: a 512-bit load holds 32 bf16; the even elements widen with
@@ -157,27 +162,7 @@ static inline __m512 exo_tail_f16(const unsigned char *p, __mmask16 k)
         }                                                                                    \
       }                                                                                      \
     }                                                                                        \
-    if (j + 16 <= cols) {                                                                    \
-      _Pragma("GCC unroll 4") for (int i = 0; i < N; i++)                                    \
-      {                                                                                      \
-        const __m512 xv = _mm512_loadu_ps(x + (size_t)i * cols + j);                         \
-        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) a[r][i][0] =                     \
-            _mm512_fmadd_ps(exo_load_bf16x16(p + (size_t)r * step + 2 * j), xv, a[r][i][0]); \
-      }                                                                                      \
-      j += 16;                                                                               \
-    }                                                                                        \
-    if (j < cols) {                                                                          \
-      const __mmask16 k = (__mmask16)((1u << (cols - j)) - 1);                               \
-      _Pragma("GCC unroll 4") for (int i = 0; i < N; i++)                                    \
-      {                                                                                      \
-        const __m512 xv = _mm512_maskz_loadu_ps(k, x + (size_t)i * cols + j);                \
-        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) a[r][i][1] =                     \
-            _mm512_fmadd_ps(exo_tail_bf16(p + (size_t)r * step + 2 * j, k), xv, a[r][i][1]); \
-      }                                                                                      \
-    }                                                                                        \
-    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                                      \
-      _Pragma("GCC unroll 4") for (int i = 0; i < N; i++)                                    \
-        s[r * N + i] = _mm512_reduce_add_ps(_mm512_add_ps(a[r][i][0], a[r][i][1]));          \
+    EXO_DOTS_FINISH(R, N, 2, exo_load_bf16x16, exo_tail_bf16);                              \
   }
 
 /* Rows kernel (matmul_impl.h): blocks of 3 rows x 4 inputs (24 accumulators: each input

@@ -19,6 +19,7 @@
 #include "runtime/auth.h"
 #include "runtime/config.h"
 #include "runtime/node.h"
+#include "tests/runtime/node_test_util.h"
 #include "tests/test.h"
 
 #define MSG_DATA (EXO_MSG_APP_BASE + 7)
@@ -55,12 +56,6 @@ static int sink_message(struct exo_actor *self, void *state, const struct exo_ms
 
 static const struct exo_actor_kind sink_kind = {.name = "sink", .message = sink_message};
 
-static bool wait_int(atomic_int *v, int target, int ms)
-{
-  for (int i = 0; i < ms && atomic_load(v) < target; i++)
-    usleep(1000);
-  return atomic_load(v) >= target;
-}
 
 static bool wait_peer(struct exo_node *n, uint32_t id, int ms)
 {

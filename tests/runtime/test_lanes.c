@@ -19,6 +19,7 @@
 #include "runtime/link.h"
 #include "runtime/loop.h"
 #include "runtime/node.h"
+#include "tests/runtime/node_test_util.h"
 #include "tests/test.h"
 
 #define MSG_SEQ (EXO_MSG_APP_BASE + 1)   /* payload: u32 counter, in send order */
@@ -67,12 +68,6 @@ static int sink_message(struct exo_actor *self, void *state, const struct exo_ms
 
 static const struct exo_actor_kind sink_kind = {.name = "sink", .message = sink_message};
 
-static bool wait_int(atomic_int *v, int target, int ms)
-{
-  for (int i = 0; i < ms && atomic_load(v) < target; i++)
-    usleep(1000);
-  return atomic_load(v) >= target;
-}
 
 static int make_node(uint32_t id, uint32_t loops, char *addr, size_t addrlen,
                      struct exo_node **out)
@@ -164,20 +159,6 @@ out:
   unlink(addr_b + 6);
 }
 
-/* A frame built by hand: envelope, then the unkeyed link trailer with seq. */
-static size_t raw_frame(uint8_t *buf, size_t cap, const struct exo_envelope *env,
-                        const void *payload, size_t len, uint64_t seq)
-{
-  size_t body = EXO_ENVELOPE_HEADER_SIZE + len;
-  if (body + EXO_LINK_TRAILER > cap)
-    return 0;
-  if (len)
-    memcpy(exo_envelope_payload(buf), payload, len);
-  if (exo_envelope_seal(env, buf, body) < 0)
-    return 0;
-  exo_link_trailer_write(buf, body, seq);
-  return body + EXO_LINK_TRAILER;
-}
 
 static void test_replays_to_compute_loop_dropped(void)
 {

@@ -19,6 +19,7 @@
 
 #include "runtime/link.h"
 #include "runtime/node.h"
+#include "tests/runtime/node_test_util.h"
 #include "tests/test.h"
 
 #define MSG_START (EXO_MSG_APP_BASE + 1)
@@ -180,7 +181,8 @@ static int ping_message(struct exo_actor *self, void *state, const struct exo_ms
 static const struct exo_actor_kind ping_kind = {
     .name = "ping", .state_size = sizeof(struct ping_state), .message = ping_message};
 
-static bool wait_int(atomic_int *v, int target, int ms)
+/* Until *v equals target exactly (node_test_util.h's wait_int waits for >=). */
+static bool wait_int_exact(atomic_int *v, int target, int ms)
 {
   for (int i = 0; i < ms && atomic_load(v) != target; i++)
     usleep(1000);
@@ -208,13 +210,13 @@ static void two_processes(const char *scheme, bool big)
     _exit(127);
   }
   /* The child sends MSG_START to ping once it knows us (see child_main). */
-  CHECK(wait_int(&pongs, ROUNDS, 10000));
+  CHECK(wait_int_exact(&pongs, ROUNDS, 10000));
   CHECK(exo_node_has_peer(node, 2));
   struct exo_addr pa = exo_actor_addr(ping);
   CHECK_INT_EQ(atomic_load(&bad), 0);
   if (big) {
     CHECK_INT_EQ(exo_node_send(node, pa, MSG_START_BIG, NULL, 0), 0);
-    CHECK(wait_int(&big_ok, 1, 8000));
+    CHECK(wait_int_exact(&big_ok, 1, 8000));
   }
   struct exo_addr pong;
   exo_addr_parse("2/pong", 1, &pong);
@@ -249,20 +251,6 @@ static void test_two_processes_tcp_with_4mib_tensor(void)
   two_processes("tcp", true);
 }
 
-/* A raw sender posing as node 2: frames are [envelope][link trailer] (runtime/link.h). */
-static size_t raw_frame(uint8_t *buf, size_t cap, const struct exo_envelope *env,
-                        const void *payload, size_t len, uint64_t seq)
-{
-  size_t body = EXO_ENVELOPE_HEADER_SIZE + len;
-  if (body + EXO_LINK_TRAILER > cap)
-    return 0;
-  if (len)
-    memcpy(exo_envelope_payload(buf), payload, len);
-  if (exo_envelope_seal(env, buf, body) < 0)
-    return 0;
-  exo_link_trailer_write(buf, body, seq);
-  return body + EXO_LINK_TRAILER;
-}
 
 static int raw_hello(int raw, uint64_t session)
 {
@@ -318,7 +306,7 @@ static void test_malformed_frames_dropped(void)
   env.dst = exo_actor_addr(ping);
   CHECK(raw_frame(junk, sizeof junk, &env, &v, sizeof v, 5) == sizeof junk);
   CHECK(nn_send(raw, junk, sizeof junk, 0) == (int)sizeof junk);
-  CHECK(wait_int(&pongs, 1, 5000));
+  CHECK(wait_int_exact(&pongs, 1, 5000));
   struct exo_node_stats st;
   exo_node_stats(node, &st);
   CHECK_INT_EQ(st.frames_malformed, 4);
@@ -357,7 +345,7 @@ static void test_link_sequence_numbers(void)
     size_t n = raw_frame(f, sizeof f, &env, NULL, 0, order[i]);
     CHECK(nn_send(raw, f, n, 0) == (int)n);
   }
-  CHECK(wait_int(&pongs, 5, 5000));
+  CHECK(wait_int_exact(&pongs, 5, 5000));
   /* far ahead, then one that has left the window */
   size_t n = raw_frame(f, sizeof f, &env, NULL, 0, 5000);
   CHECK(nn_send(raw, f, n, 0) == (int)n);
@@ -365,14 +353,14 @@ static void test_link_sequence_numbers(void)
   CHECK(nn_send(raw, f, n, 0) == (int)n);
   n = raw_frame(f, sizeof f, &env, NULL, 0, 5000 - EXO_LINK_WINDOW + 1); /* just inside */
   CHECK(nn_send(raw, f, n, 0) == (int)n);
-  CHECK(wait_int(&pongs, 7, 5000));
+  CHECK(wait_int_exact(&pongs, 7, 5000));
   /* same session again: no reset, 1 is still a replay; a new session: 1 is fresh */
   CHECK_INT_EQ(raw_hello(raw, 77), 0);
   n = raw_frame(f, sizeof f, &env, NULL, 0, 1);
   CHECK(nn_send(raw, f, n, 0) == (int)n);
   CHECK_INT_EQ(raw_hello(raw, 78), 0);
   CHECK(nn_send(raw, f, n, 0) == (int)n);
-  CHECK(wait_int(&pongs, 8, 5000));
+  CHECK(wait_int_exact(&pongs, 8, 5000));
   usleep(50 * 1000); /* anything extra would show up by now */
   struct exo_node_stats st;
   exo_node_stats(node, &st);
