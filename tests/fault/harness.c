@@ -643,7 +643,9 @@ static void make_bench(struct exo_scenario *s, int kills)
 }
 
 /* Waits until a request spans want nodes with its fault-free ids. */
-static int wait_stages(struct harness *h, int want, int timeout_ms, double *took)
+/* stop_on_exit: give up as soon as a node has exited (start-up, where no node is killed). */
+static int wait_stages(struct harness *h, int want, int timeout_ms, double *took,
+                       int stop_on_exit)
 {
   struct exo_client *cl = NULL;
   char err[512];
@@ -654,6 +656,11 @@ static int wait_stages(struct harness *h, int want, int timeout_ms, double *took
     return 0;
   int oi = node_index(h, h->s->origin);
   while (!ok && (now_real() - t0) * 1e3 < timeout_ms) {
+    if (stop_on_exit) {
+      reap(h);
+      if (h->n_crashes)
+        break; /* a node that exited will not serve (the caller reports it) */
+    }
     if (!origin && exo_client_connect(cl, exo_local_cluster_addr(h->c, oi), 200, &origin, err,
                                       sizeof err))
       continue;
@@ -784,9 +791,28 @@ int main(int argc, char **argv)
                                      .partitioner_options = s.partitioner_options[0]
                                                                 ? s.partitioner_options
                                                                 : NULL};
-  if (exo_local_cluster_start(&o, &h.c, err, sizeof err)) {
-    fprintf(stderr, "fault-harness: %s\n", err);
-    return 2;
+  /* Ports are picked free and then bound by the node processes, so another program can
+   * take one in between ("Address already in use"): then the cluster starts again on new
+   * ports, at most 3 times. */
+  double took;
+  for (int tries = 1;; tries++) {
+    if (exo_local_cluster_start(&o, &h.c, err, sizeof err)) {
+      fprintf(stderr, "fault-harness: %s\n", err);
+      return 2;
+    }
+    h.n_crashes = 0;
+    if (wait_stages(&h, s.nodes, 60000, &took, 1))
+      break;
+    reap(&h);
+    const int port_taken = h.n_crashes && strstr(h.crashes[0], "Address already in use");
+    fprintf(stderr,
+            "fault-harness: the cluster did not serve on %d nodes (%.1f s)%s%s (logs: %s)%s\n",
+            s.nodes, took, h.n_crashes ? ": " : "", h.n_crashes ? h.crashes[0] : "",
+            exo_local_cluster_dir(h.c), port_taken && tries < 3 ? "; starting again" : "");
+    exo_local_cluster_free(h.c);
+    h.c = NULL;
+    if (!port_taken || tries == 3)
+      return 2;
   }
   char dir[PATH_MAX];
   snprintf(dir, sizeof dir, "%s", exo_local_cluster_dir(h.c));
@@ -798,22 +824,12 @@ int main(int argc, char **argv)
     return 2;
   }
   int ok = 1;
-  double took;
   fprintf(rep, "fault-harness: %s (%s), seed %" PRIu64 "%s\n", s.name, path, seed,
           bench ? ", bench" : "");
   fprintf(rep, "  mode: loopback + transport hooks (runtime/fault.h via each node's faults "
                "file; no network namespaces)\n");
   fprintf(rep, "  cluster: %d nodes, model %s, clients submit through node %u\n", s.nodes,
           s.model, s.origin);
-  if (!wait_stages(&h, s.nodes, 60000, &took)) {
-    reap(&h);
-    fprintf(stderr,
-            "fault-harness: the cluster did not serve on %d nodes within 60 s%s%s (logs: %s)\n",
-            s.nodes, h.n_crashes ? ": " : "", h.n_crashes ? h.crashes[0] : "",
-            exo_local_cluster_dir(h.c));
-    exo_local_cluster_free(h.c);
-    return 2;
-  }
   fprintf(rep, "  cluster served on all %d nodes after %.0f ms\n", s.nodes, took * 1e3);
 
   /* phase 0: the fault-free tokens */
@@ -821,6 +837,8 @@ int main(int argc, char **argv)
   if (h.failed) {
     fprintf(stderr, "fault-harness: the fault-free run failed: %s\n", h.notes[0]);
     exo_local_cluster_free(h.c);
+    fclose(rep);
+    free(rep_buf);
     return 2;
   }
   long ref_tokens = 0;
@@ -929,7 +947,7 @@ int main(int argc, char **argv)
 
   /* the end state */
   if (s.final_stages) {
-    int back = wait_stages(&h, s.final_stages, 20000, &took);
+    int back = wait_stages(&h, s.final_stages, 20000, &took, 0);
     fprintf(rep, "final: a request spans %d nodes again with its fault-free ids: %s (%.0f ms)\n",
             s.final_stages, back ? "yes" : "NO", took * 1e3);
     if (!back)
