@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -33,21 +34,31 @@ struct exo_local_cluster {
   int fault_files;
 };
 
+/* Ports are picked below the kernel's ephemeral range (32768-60999 by default): a port that
+ * bind(0) hands out comes from that range, and between the pick and the node's own bind it
+ * can be taken as the source port of any outgoing connection on the host (CI saw nodes of
+ * parallel tests fail with "Address already in use"). A candidate counts as free when a
+ * plain bind (no SO_REUSEADDR, so not even in TIME_WAIT) succeeds. */
 int exo_local_cluster_pick_port(int *port)
 {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return -errno;
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0,
-                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t sl = sizeof sa;
-  int rc = 0;
-  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) || getsockname(fd, (struct sockaddr *)&sa, &sl))
-    rc = -errno;
-  else
-    *port = ntohs(sa.sin_port);
-  close(fd);
-  return rc;
+  for (int tries = 0; tries < 500; tries++) {
+    uint16_t r;
+    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+      return -EIO;
+    const int cand = 20000 + r % 12000;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+      return -errno;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cand),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    const int ok = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    if (ok) {
+      *port = cand;
+      return 0;
+    }
+  }
+  return -EADDRINUSE;
 }
 
 static int write_config(const struct exo_local_cluster *c, int i,

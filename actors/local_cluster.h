@@ -47,7 +47,8 @@ struct exo_local_cluster_opts {
   const char *shard_options; /* appended to the shard-worker's options ("kv_budget_kb: 200") */
 };
 
-/* Picks a free tcp port on 127.0.0.1 (bind to port 0, read it back, close). */
+/* Picks a free tcp port on 127.0.0.1, at random below the ephemeral range (a plain bind
+ * to it succeeds; then closed). 0, or -EADDRINUSE after 500 taken candidates. */
 int exo_local_cluster_pick_port(int *port);
 
 /* Writes the configs and starts the children. Returns 0 or -errno with err filled. */

@@ -20,15 +20,22 @@ export function skip(why) {
   process.exit(77);
 }
 
-export function pickPort() {
-  return new Promise((resolve, reject) => {
+// Below the kernel's ephemeral range (32768-60999): a port listen(0) hands out can be taken
+// as an outgoing connection's source port before the node binds it (actors/local_cluster.c).
+function canListen(port) {
+  return new Promise((resolve) => {
     const s = net.createServer();
-    s.on("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
+    s.on("error", () => resolve(false));
+    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
   });
+}
+
+export async function pickPort() {
+  for (let i = 0; i < 500; i++) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    if (await canListen(port)) return port;
+  }
+  throw new Error("no free loopback port in 20000-31999");
 }
 
 const children = new Set();
