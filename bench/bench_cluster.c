@@ -289,29 +289,26 @@ int main(int argc, char **argv)
     hop_tiny0[r] = run[TINY0].hop_us / raws[r];
     tiny_step[r] = run[TINY].hop_us * run[TINY].n_stages;
   }
-  if (!rc && tiny_only) {
+  if (!rc) {
     printf("medians over %d rounds of per-round figures:\n", rounds);
     print_spread("raw nanomsg tcp one-way, 8 KiB", raws, (size_t)rounds, " us", "");
-    print_spread("overhead per hop / raw one-way, tiny-llama", hop_tiny, (size_t)rounds, "x",
-                 "  goal <= 1.3x");
-    print_spread("  same, shard on loop 0", hop_tiny0, (size_t)rounds, "x", "");
-    print_spread("tiny-llama per-step overhead, 3 nodes", tiny_step, (size_t)rounds, " us",
-                 "  goal < 500 us");
-  } else if (!rc) {
-    printf("medians over %d rounds of per-round figures:\n", rounds);
-    print_spread("raw nanomsg tcp one-way, 8 KiB", raws, (size_t)rounds, " us", "");
-    print_spread("3-node tok/s / 1-node tok/s", tok_ratio, (size_t)rounds, "", "  goal >= 0.97");
-    print_spread("overhead per hop / raw one-way, TinyLlama dims", hop_big, (size_t)rounds, "x",
-                 "  goal <= 1.3x");
-    print_spread("raw one-way after the stages' idle time", raws_gap, (size_t)rounds, " us", "");
-    print_spread("  TinyLlama-dims overhead per hop / that", hop_big_gap, (size_t)rounds, "x",
-                 "");
+    if (!tiny_only) {
+      print_spread("3-node tok/s / 1-node tok/s", tok_ratio, (size_t)rounds, "",
+                   "  goal >= 0.97");
+      print_spread("overhead per hop / raw one-way, TinyLlama dims", hop_big, (size_t)rounds,
+                   "x", "  goal <= 1.3x");
+      print_spread("raw one-way after the stages' idle time", raws_gap, (size_t)rounds, " us",
+                   "");
+      print_spread("  TinyLlama-dims overhead per hop / that", hop_big_gap, (size_t)rounds, "x",
+                   "");
+    }
     print_spread("overhead per hop / raw one-way, tiny-llama", hop_tiny, (size_t)rounds, "x",
                  "  goal <= 1.3x");
     print_spread("  same, shard on loop 0", hop_tiny0, (size_t)rounds, "x", "");
     print_spread("tiny-llama per-step overhead, 3 nodes", tiny_step, (size_t)rounds, " us",
                  "  goal < 500 us");
   }
+
   free(tok_ratio);
   free(hop_big);
   free(hop_tiny);

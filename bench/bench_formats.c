@@ -100,6 +100,27 @@ int main(int argc, char **argv)
                     "[--threads 2..%d] [--formats f32,bf16,f16,q8_0,q4_0]\n", EXO_POOL_MAX_THREADS);
     return 2;
   }
+  const enum exo_dtype fmts[] = {EXO_DTYPE_F32, EXO_DTYPE_BF16, EXO_DTYPE_F16, EXO_DTYPE_Q8_0,
+                                 EXO_DTYPE_Q4_0};
+  enum { NF = 5 };
+  /* --formats: each comma-separated name one of fmts (any case); none given: all */
+  int run[NF];
+  for (int f = 0; f < NF; f++)
+    run[f] = !only;
+  for (const char *p = only; p && *p; p += strcspn(p, ","), p += *p == ',') {
+    const size_t n = strcspn(p, ",");
+    int found = 0;
+    for (int f = 0; f < NF; f++) {
+      const char *name = exo_dtype_name(fmts[f]);
+      if (n == strlen(name) && !strncasecmp(p, name, n))
+        found = run[f] = 1;
+    }
+    if (!found) {
+      fprintf(stderr, "bench_formats: --formats: unknown format '%.*s' (expected f32, bf16, "
+                      "f16, q8_0 or q4_0)\n", (int)n, p);
+      return 2;
+    }
+  }
   openblas_set_num_threads(1);
   char err[512];
   if (exo_bench_tinyllama(dir, err, sizeof err)) {
@@ -119,9 +140,6 @@ int main(int argc, char **argv)
   for (size_t i = 0; i < bw_n; i++)
     buf[i] = (float)(i & 1023);
 
-  const enum exo_dtype fmts[] = {EXO_DTYPE_F32, EXO_DTYPE_BF16, EXO_DTYPE_F16, EXO_DTYPE_Q8_0,
-                                 EXO_DTYPE_Q4_0};
-  enum { NF = 5 };
   double tps[2][NF], roof[2][NF], gbs[2][NF], bytes[NF];
   const int L = m->layer_end, threads[2] = {1, nt};
   printf("cpu path: %s; matmul threads 1 and %d (OpenBLAS 1: F32 decode is its sgemv); "
@@ -129,15 +147,6 @@ int main(int argc, char **argv)
          "%d rounds\n",
          exo_cpu_path_name(exo_cpu_path()), nt, steps, rounds);
   fflush(stdout);
-  int run[NF];
-  for (int f = 0; f < NF; f++) {
-    run[f] = !only;
-    for (const char *p = only; p && *p; p += strcspn(p, ","), p += *p == ',') {
-      const char *name = exo_dtype_name(fmts[f]);
-      const size_t n = strcspn(p, ",");
-      run[f] |= n == strlen(name) && !strncasecmp(p, name, n);
-    }
-  }
   for (int f = 0; f < NF; f++) {
     if (!run[f])
       continue;
