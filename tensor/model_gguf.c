@@ -188,10 +188,11 @@ int exo_model_config_load_gguf(const char *path, struct exo_model_config *cfg, c
 }
 
 /* rows of a permuted Q/K matrix back in HF order: HF row h*hd + i*hd/2 + j is the
- * file's row h*hd + 2j + i (llama.cpp interleaves the two rotary halves). */
+ * file's row h*hd + 2j + i (llama.cpp interleaves the two rotary halves). 64-byte
+ * aligned, as every copied matrix (exo_model_files_copy_aligned says why). */
 static void *exo_unpermute_rows(const void *src, int64_t rows, size_t rb, int head_dim)
 {
-  unsigned char *dst = malloc(rb * (size_t)rows + 1);
+  unsigned char *dst = aligned_alloc(64, (rb * (size_t)rows + 64) & ~(size_t)63);
   if (!dst)
     return NULL;
   const int half = head_dim / 2;
