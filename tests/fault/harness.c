@@ -791,28 +791,19 @@ int main(int argc, char **argv)
                                      .partitioner_options = s.partitioner_options[0]
                                                                 ? s.partitioner_options
                                                                 : NULL};
-  /* Ports are picked free and then bound by the node processes, so another program can
-   * take one in between ("Address already in use"): then the cluster starts again on new
-   * ports, at most 3 times. */
+  if (exo_local_cluster_start(&o, &h.c, err, sizeof err)) {
+    fprintf(stderr, "fault-harness: %s\n", err);
+    return 2;
+  }
   double took;
-  for (int tries = 1;; tries++) {
-    if (exo_local_cluster_start(&o, &h.c, err, sizeof err)) {
-      fprintf(stderr, "fault-harness: %s\n", err);
-      return 2;
-    }
-    h.n_crashes = 0;
-    if (wait_stages(&h, s.nodes, 60000, &took, 1))
-      break;
+  if (!wait_stages(&h, s.nodes, 60000, &took, 1)) {
     reap(&h);
-    const int port_taken = h.n_crashes && strstr(h.crashes[0], "Address already in use");
     fprintf(stderr,
-            "fault-harness: the cluster did not serve on %d nodes (%.1f s)%s%s (logs: %s)%s\n",
+            "fault-harness: the cluster did not serve on %d nodes (%.1f s)%s%s (logs: %s)\n",
             s.nodes, took, h.n_crashes ? ": " : "", h.n_crashes ? h.crashes[0] : "",
-            exo_local_cluster_dir(h.c), port_taken && tries < 3 ? "; starting again" : "");
+            exo_local_cluster_dir(h.c));
     exo_local_cluster_free(h.c);
-    h.c = NULL;
-    if (!port_taken || tries == 3)
-      return 2;
+    return 2;
   }
   char dir[PATH_MAX];
   snprintf(dir, sizeof dir, "%s", exo_local_cluster_dir(h.c));
